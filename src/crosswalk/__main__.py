@@ -1,0 +1,3 @@
+from crosswalk.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,198 @@
+"""The ``crosswalk`` command: parse arguments, build a config, call the library. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"size must look like 512x288, got {text!r}") from e
+    if w < 32 or h < 32:
+        raise argparse.ArgumentTypeError(f"size must be at least 32x32, got {text!r}")
+    return w, h
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _write_json(obj: dict, path: str | Path | None) -> None:
+    if path is None:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+# ---- data ---------------------------------------------------------------------------------------------
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from crosswalk.data.synth import SynthConfig, synthesize
+
+    w, h = args.size
+    cfg = SynthConfig(
+        frames=args.frames,
+        seed=args.seed,
+        width=w,
+        height=h,
+        workers=args.workers,
+        shard_size_bytes=int(args.shard_size * 1e6),
+    )
+    result = synthesize(args.out, cfg)
+    m = result.manifest
+    print(
+        f"{m['samples']} frames in {len(m['shards'])} shard(s) at {args.out}: "
+        f"{result.frames_per_s:.1f} frames/s, {result.frames_per_s_per_core:.1f} per core ({cfg.workers} workers)"
+    )
+    print(
+        "objects: "
+        + ", ".join(f"{k} {v}" for k, v in m["class_counts"].items())
+        + f", ignore {m['ignore_regions']}"
+    )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from crosswalk.data.verify import verify_dataset
+
+    report = verify_dataset(args.dir, progress=not args.quiet)
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+    status = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+    print(
+        f"{args.dir}: {report.shards} shard(s), {report.samples} samples verified in {report.seconds:.1f} s: {status}"
+    )
+    return 0 if report.ok else 1
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from crosswalk.data.inspect import inspect_dataset
+
+    stats = inspect_dataset(args.dir, montage=args.montage, frames=args.frames)
+    _write_json(stats, args.json)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from crosswalk.data.formats import DatasetImportError, import_dataset
+
+    try:
+        report = import_dataset(args.format, args.src, args.out, on_error=args.on_error)
+    except DatasetImportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for line in report.errors:
+        print(f"skipped: {line}", file=sys.stderr)
+    print(
+        f"imported {report.imported} image(s) into {args.out}; skipped {report.skipped}, dropped {report.dropped}"
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from crosswalk.data.formats import export_coco
+
+    coco = export_coco(args.dir, args.out)
+    print(f"wrote {args.out}: {len(coco['images'])} images, {len(coco['annotations'])} annotations")
+    return 0
+
+
+# ---- bench and demo -------------------------------------------------------------------------------------
+
+
+def cmd_bench_data(args: argparse.Namespace) -> int:
+    from crosswalk.bench.data import DataBenchConfig, bench_data
+
+    cfg = DataBenchConfig(workers=args.workers, batch_size=args.batch_size, seconds=args.seconds)
+    result = bench_data(args.dir, cfg)
+    _write_json(result, args.json)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from crosswalk.demo import run_demo
+
+    return run_demo(Path(args.out), frames=args.frames)
+
+
+# ---- parser -------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="crosswalk", description="Teach a car to see pedestrians, end to end.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="synthesize, import, verify, inspect and export datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    s = dsub.add_parser("synth", help="render driving scenes into checksummed shards")
+    s.add_argument("--out", required=True, help="new dataset folder")
+    s.add_argument("--frames", type=_positive, default=256)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=_size, default=(512, 288), help="WxH, default 512x288")
+    s.add_argument("--workers", type=_positive, default=2)
+    s.add_argument("--shard-size", type=float, default=64.0, help="MB per shard, default 64")
+    s.set_defaults(func=cmd_synth)
+
+    v = dsub.add_parser("verify", help="recompute hashes, decode images, validate annotations")
+    v.add_argument("dir")
+    v.add_argument("--quiet", action="store_true")
+    v.set_defaults(func=cmd_verify)
+
+    i = dsub.add_parser("inspect", help="statistics and a labelled montage")
+    i.add_argument("dir")
+    i.add_argument("--montage", help="PNG path for a montage of frames chosen to cover every condition")
+    i.add_argument("--frames", type=_positive, default=16, help="frames in the montage")
+    i.add_argument("--json", help="write the statistics here")
+    i.set_defaults(func=cmd_inspect)
+
+    im = dsub.add_parser("import", help="import COCO, YOLO, VOC or CityPersons into shards")
+    im.add_argument("--format", required=True, choices=["coco", "yolo", "voc", "citypersons"])
+    im.add_argument("src", help="COCO: the instances JSON; others: the dataset root folder")
+    im.add_argument("--out", required=True)
+    im.add_argument("--on-error", choices=["fail", "skip"], default="fail")
+    im.set_defaults(func=cmd_import)
+
+    ex = dsub.add_parser("export", help="export shards as COCO JSON (images beside it)")
+    ex.add_argument("--format", required=True, choices=["coco"])
+    ex.add_argument("dir")
+    ex.add_argument("--out", required=True)
+    ex.set_defaults(func=cmd_export)
+
+    bench = sub.add_parser("bench", help="benchmarks that write JSON")
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    bd = bsub.add_parser("data", help="loader throughput against the JPEG decode limit")
+    bd.add_argument("dir")
+    bd.add_argument("--json", required=True)
+    bd.add_argument("--workers", type=_positive, default=2)
+    bd.add_argument("--batch-size", type=_positive, default=32)
+    bd.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    bd.set_defaults(func=cmd_bench_data)
+
+    d = sub.add_parser("demo", help="the main job on the embedded default data")
+    d.add_argument("--out", default="outputs")
+    d.add_argument("--frames", type=_positive, default=512)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from crosswalk.data.schema import AnnotationError
+    from crosswalk.data.shards import CorruptSampleError, DatasetError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (DatasetError, CorruptSampleError, AnnotationError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)  # expected failures get one line, not a traceback
+        return 2

@@ -1,0 +1,124 @@
+"""The README's data commands, run through the real CLI entry point on tiny inputs."""
+
+import json
+
+import pytest
+
+from crosswalk.cli import main
+from crosswalk.data.shards import ShardReader, read_manifest
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "synth"
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(out),
+                "--frames",
+                "12",
+                "--seed",
+                "5",
+                "--size",
+                "128x72",
+                "--workers",
+                "2",
+            ]
+        )
+        == 0
+    )
+    return out
+
+
+def test_synth_then_verify(synth_dir, capsys):
+    assert main(["data", "verify", str(synth_dir), "--quiet"]) == 0
+    assert "12 samples verified" in capsys.readouterr().out
+
+
+def test_same_seed_same_shard_hashes_whatever_the_workers(synth_dir, tmp_path):
+    again = tmp_path / "again"
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(again),
+                "--frames",
+                "12",
+                "--seed",
+                "5",
+                "--size",
+                "128x72",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
+    hashes = lambda d: [s["sha256"] for s in read_manifest(d)["shards"]]  # noqa: E731
+    assert hashes(again) == hashes(synth_dir)
+
+
+def test_verify_fails_on_a_flipped_byte_naming_the_shard(synth_dir, tmp_path, capsys):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(synth_dir, bad)
+    reader = ShardReader(bad)
+    shard, key = reader.where(3)
+    path = bad / shard
+    raw = bytearray(path.read_bytes())
+    raw[int(reader.index[3]["image_offset"]) + 50] ^= 0x01
+    path.write_bytes(bytes(raw))
+    assert main(["data", "verify", str(bad), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"{shard}: sample {key}: image bytes fail crc32" in err
+
+
+def test_inspect_writes_stats_and_montage(synth_dir, tmp_path, capsys):
+    montage, stats = tmp_path / "m.png", tmp_path / "s.json"
+    assert main(["data", "inspect", str(synth_dir), "--montage", str(montage), "--json", str(stats)]) == 0
+    assert montage.stat().st_size > 1000
+    assert json.loads(stats.read_text())["frames"] == 12
+
+
+def test_export_and_reimport_coco(synth_dir, tmp_path):
+    coco = tmp_path / "coco" / "instances.json"
+    assert main(["data", "export", "--format", "coco", str(synth_dir), "--out", str(coco)]) == 0
+    assert main(["data", "import", "--format", "coco", str(coco), "--out", str(tmp_path / "back")]) == 0
+    a, b = ShardReader(synth_dir), ShardReader(tmp_path / "back")
+    assert [o["box"] for o in a.annotation(0)["objects"]] == [o["box"] for o in b.annotation(0)["objects"]]
+
+
+def test_errors_are_one_line_not_a_traceback(tmp_path, capsys):
+    assert main(["data", "verify", str(tmp_path / "missing")]) == 1
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["data", "import", "--format", "coco", str(bad), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "bad.json" in err and "Traceback" not in err
+    existing = tmp_path / "x"
+    assert (
+        main(["data", "synth", "--out", str(existing), "--frames", "2", "--size", "64x48", "--workers", "1"])
+        == 0
+    )
+    assert main(["data", "synth", "--out", str(existing), "--frames", "2", "--size", "64x48"]) == 2
+    assert "already holds a dataset" in capsys.readouterr().err
+
+
+def test_bench_data_writes_the_issue_keys(synth_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    assert (
+        main(["bench", "data", str(synth_dir), "--json", str(out), "--seconds", "0.3", "--batch-size", "4"])
+        == 0
+    )
+    result = json.loads(out.read_text())
+    for key in ("synth_frames_per_s", "loader_images_per_s", "decode_limit_images_per_s", "ratio", "workers"):
+        assert result[key] > 0
+    assert result["ratio"] == pytest.approx(
+        result["loader_images_per_s"] / result["decode_limit_images_per_s"], rel=0.01
+    )
