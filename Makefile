@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= outputs
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean reference-model
 
 # The venv is rebuilt only when pyproject.toml changes (the stamp records the install).
 $(STAMP): pyproject.toml
@@ -28,3 +28,13 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(OUT) .pytest_cache
+
+# Reproduce the reference model in models/reference-nano (about an hour on 2 CPU cores).
+REF_DATA ?= data/reference
+reference-model: $(STAMP)
+	test -f $(REF_DATA)/train/manifest.json || $(BIN)/crosswalk data synth --out $(REF_DATA)/train --frames 4000 --seed 1
+	test -f $(REF_DATA)/val/manifest.json || $(BIN)/crosswalk data synth --out $(REF_DATA)/val --frames 500 --seed 9001
+	$(BIN)/crosswalk train --data $(REF_DATA)/train --val $(REF_DATA)/val --out runs/reference-nano --config configs/reference-nano.toml
+	mkdir -p models/reference-nano
+	cp runs/reference-nano/weights/model.safetensors runs/reference-nano/weights/model.json configs/reference-nano.toml models/reference-nano/
+	$(BIN)/crosswalk eval models/reference-nano --data $(REF_DATA)/val --json models/reference-nano/eval.json --plots models/reference-nano/plots

@@ -167,6 +167,21 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    from crosswalk.bench.train import TrainBenchConfig, bench_train
+
+    cfg = TrainBenchConfig(
+        preset=args.preset,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        steps=args.steps,
+        repeats=args.repeats,
+        compile=args.compile,
+    )
+    _write_json(bench_train(args.dir, cfg), args.json)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from crosswalk.demo import run_demo
 
@@ -251,6 +266,17 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--batch-size", type=_positive, default=32)
     bd.add_argument("--seconds", type=float, default=5.0, help="per measurement")
     bd.set_defaults(func=cmd_bench_data)
+
+    bt = bsub.add_parser("train", help="training images/s with the real loader against compute only")
+    bt.add_argument("dir")
+    bt.add_argument("--json", required=True)
+    bt.add_argument("--preset", default="nano")
+    bt.add_argument("--batch-size", type=_positive, default=32)
+    bt.add_argument("--workers", type=int, default=2)
+    bt.add_argument("--steps", type=_positive, default=10)
+    bt.add_argument("--repeats", type=_positive, default=3)
+    bt.add_argument("--compile", action="store_true")
+    bt.set_defaults(func=cmd_bench_train)
 
     d = sub.add_parser("demo", help="the main job on the embedded default data")
     d.add_argument("--out", default="outputs")

@@ -93,6 +93,20 @@ def _set_rng_state(s: dict) -> None:
     np.random.set_state(("MT19937", np.array(s["numpy"], dtype=np.uint32), s["numpy_pos"], 0, 0.0))
 
 
+def forward_backward(
+    forward, batch: dict, mcfg: DetectorConfig, device: torch.device, amp: bool, loss_scale: float = 1.0
+) -> tuple[float, dict]:
+    """One micro-batch: augment and normalise on the device, forward (bf16 autocast if ``amp``), loss in
+    fp32, backward. Returns the loss and its parts as floats. Shared by the trainer and ``bench train``."""
+    x = to_model_input(batch_images(batch, device))
+    targets = [{k: v.to(device) for k, v in t.items()} for t in batch["targets"]]
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        outputs = forward(x)
+    loss, parts = detection_loss(outputs.float(), targets, mcfg)
+    (loss * loss_scale).backward()
+    return float(loss.detach()), parts
+
+
 def _batches(loader: ShardLoader) -> Iterator[dict]:
     while True:
         yield from loader
@@ -213,16 +227,10 @@ def _train(cfg: TrainConfig, data: Path, run: Path, val: Path | None, resume: bo
             t0 = time.perf_counter()
             batch = next(batches)
             window["wait"] += time.perf_counter() - t0
-            x = to_model_input(batch_images(batch, d.device))
-            targets = [{k: v.to(d.device) for k, v in t.items()} for t in batch["targets"]]
             sync = micro == cfg.grad_accum - 1 or not d.enabled
-            ctx = net.no_sync() if not sync else _null()
-            with ctx:
-                with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=amp):
-                    outputs = forward(x)
-                loss, parts = detection_loss(outputs.float(), targets, mcfg)
-                (loss / cfg.grad_accum).backward()
-            loss_sum += float(loss.detach()) / cfg.grad_accum
+            with net.no_sync() if not sync else _null():
+                loss, parts = forward_backward(forward, batch, mcfg, d.device, amp, 1.0 / cfg.grad_accum)
+            loss_sum += loss / cfg.grad_accum
             for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0.0) + v / cfg.grad_accum
             window["images"] += len(batch["index"]) * d.world_size
