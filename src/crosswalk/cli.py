@@ -296,6 +296,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (DatasetError, CorruptSampleError, AnnotationError, FileNotFoundError) as e:
+    except (DatasetError, CorruptSampleError, AnnotationError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)  # expected failures get one line, not a traceback
         return 2

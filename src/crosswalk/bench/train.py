@@ -56,7 +56,9 @@ def bench_train(
 
     first = ShardReader(data_dir).annotation(0)  # train at the data's own size
     size = (first["width"], first["height"])
-    loader = ShardLoader(data_dir, LoaderConfig(batch_size=cfg.batch_size, workers=cfg.workers, image_size=size))
+    loader = ShardLoader(
+        data_dir, LoaderConfig(batch_size=cfg.batch_size, workers=cfg.workers, image_size=size)
+    )
     tcfg = TrainConfig(preset=cfg.preset, batch_size=cfg.batch_size, image_size=loader.cfg.image_size)
     mcfg = model_config_for(tcfg, loader.categories)
     model = build_detector(mcfg).to(device).to(memory_format=torch.channels_last).train()

@@ -166,13 +166,6 @@ def transform_targets(
     return out, owner[keep]
 
 
-def split_targets(objects: dict, owner: np.ndarray, n: int) -> list[dict]:
-    """Per-sample target dicts from batch-wide object arrays (owners sorted ascending)."""
-    cuts = np.searchsorted(owner, np.arange(1, n))
-    parts = {k: np.split(v, cuts) for k, v in objects.items()}
-    return [{k: parts[k][i] for k in objects} for i in range(n)]
-
-
 def warp_image(
     image: np.ndarray, out_size: tuple[int, int], scale: float, tx: float, ty: float, flip: bool = False
 ) -> np.ndarray:

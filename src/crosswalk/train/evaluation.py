@@ -49,8 +49,6 @@ def predict_dataset(
         rank=d.rank,
         world_size=d.world_size,
     )
-    sizes = loader.dataset.reader.index  # for original sizes we read annotations below
-    del sizes
     reader = loader.dataset.reader
     model.eval()
     mine: dict[int, dict] = {}
