@@ -80,7 +80,18 @@ def _curve_corners(fppi: np.ndarray, miss_rate: np.ndarray) -> tuple[np.ndarray,
     """The last point at each FPPI value: the step curve's corners, enough to redraw it and to recompute
     MR⁻² exactly, at most one point per false positive."""
     keep = np.r_[fppi[1:] != fppi[:-1], True] if len(fppi) else np.zeros(0, bool)
-    return fppi[keep], miss_rate[keep]
+    fppi, miss_rate = fppi[keep], miss_rate[keep]
+    positive = fppi[fppi > 0]
+    if len(fppi) > CURVE_POINTS and len(positive):
+        # Thinned for the JSON and the plot (a real validation set has tens of thousands of corners):
+        # the corner at or before each of CURVE_POINTS log-spaced FPPI values. MR-2 is computed before this.
+        grid = np.logspace(np.log10(positive.min()), np.log10(fppi.max()), CURVE_POINTS)
+        idx = np.unique(np.r_[np.searchsorted(fppi, grid, side="right") - 1, len(fppi) - 1])
+        fppi, miss_rate = fppi[idx[idx >= 0]], miss_rate[idx[idx >= 0]]
+    return fppi, miss_rate
+
+
+CURVE_POINTS = 400
 
 
 def evaluate_predictions(
