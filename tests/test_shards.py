@@ -108,3 +108,14 @@ def test_writer_refuses_a_non_empty_folder(tiny_dataset):
 
 def test_manifest_is_json(tiny_dataset):
     json.loads((tiny_dataset / "manifest.json").read_text())
+
+
+def test_verify_checks_the_index_and_objects_tables(tiny_dataset):
+    for name in ("index.npy", "objects.npy"):
+        path = tiny_dataset / name
+        raw = bytearray(path.read_bytes())
+        raw[-1] ^= 0x01
+        path.write_bytes(bytes(raw))
+    problems = verify_dataset(tiny_dataset, progress=False).problems
+    assert any(p.startswith("objects.npy: sha256") for p in problems), problems
+    assert any(p.startswith("index.npy: sha256") for p in problems), problems

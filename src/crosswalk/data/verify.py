@@ -18,7 +18,14 @@ import numpy as np
 from tqdm import tqdm
 
 from crosswalk.data.schema import annotation_errors
-from crosswalk.data.shards import INDEX_NAME, CorruptSampleError, DatasetError, ShardReader, sha256_file
+from crosswalk.data.shards import (
+    INDEX_NAME,
+    OBJECTS_NAME,
+    CorruptSampleError,
+    DatasetError,
+    ShardReader,
+    sha256_file,
+)
 
 
 @dataclass
@@ -67,9 +74,9 @@ def verify_dataset(data_dir: str | Path, progress: bool = True) -> VerifyReport:
         report.problems.append(str(e))
         return report
     manifest = reader.manifest
-    index_hash = hashlib.sha256((data_dir / INDEX_NAME).read_bytes()).hexdigest()
-    if index_hash != manifest["index"]["sha256"]:
-        report.problems.append(f"{INDEX_NAME}: sha256 differs from the manifest")
+    for name, entry in ((INDEX_NAME, manifest["index"]), (OBJECTS_NAME, manifest["objects"])):
+        if hashlib.sha256((data_dir / name).read_bytes()).hexdigest() != entry["sha256"]:
+            report.problems.append(f"{name}: sha256 differs from the manifest")
     categories = tuple(manifest["categories"])
     report.shards, report.samples = len(manifest["shards"]), len(reader)
     bar = tqdm(total=len(reader), desc="verify", unit="sample", disable=not progress)
