@@ -22,7 +22,6 @@ runs the same number of steps (no collective waits on a rank that ran out).
 
 from __future__ import annotations
 
-import logging
 import multiprocessing as mp
 import warnings
 from collections.abc import Iterator
@@ -51,8 +50,6 @@ from crosswalk.data.transforms import (
     transform_targets,
     warp_image,
 )
-
-log = logging.getLogger(__name__)
 
 PAD_INDEX = -1
 

@@ -10,6 +10,7 @@ boundary and exit (preemption).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -228,7 +229,7 @@ def _train(cfg: TrainConfig, data: Path, run: Path, val: Path | None, resume: bo
             batch = next(batches)
             window["wait"] += time.perf_counter() - t0
             sync = micro == cfg.grad_accum - 1 or not d.enabled
-            with net.no_sync() if not sync else _null():
+            with net.no_sync() if not sync else contextlib.nullcontext():
                 loss, parts = forward_backward(forward, batch, mcfg, d.device, amp, 1.0 / cfg.grad_accum)
             loss_sum += loss / cfg.grad_accum
             for k, v in parts.items():
@@ -287,14 +288,6 @@ def _train(cfg: TrainConfig, data: Path, run: Path, val: Path | None, resume: bo
     if writer is not None:
         writer.close()
     return RunResult(run, step, {**history, "last": last})
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _tensorboard(run: Path):
