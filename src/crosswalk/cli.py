@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -190,6 +191,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ---- parser -------------------------------------------------------------------------------------------
 
+COMMAND_MODULES = [
+    "crosswalk.infer.commands",
+    "crosswalk.serve.commands",
+    "crosswalk.bench.commands",
+    "crosswalk.drive.commands",
+    "crosswalk.infra.commands",
+]
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crosswalk", description="Teach a car to see pedestrians, end to end.")
@@ -277,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--repeats", type=_positive, default=3)
     bt.add_argument("--compile", action="store_true")
     bt.set_defaults(func=cmd_bench_train)
+
+    # Later parts of the system keep their commands beside their code; each module's register() adds its
+    # subcommands and imports nothing heavy at module level.
+    groups = {"data": dsub, "model": msub, "bench": bsub}
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub, groups)
 
     d = sub.add_parser("demo", help="the main job on the embedded default data")
     d.add_argument("--out", default="outputs")

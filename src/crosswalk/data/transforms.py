@@ -23,11 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 
-LETTERBOX_FILL = 114  # the grey YOLO-family letterboxes use, so padded borders look the same everywhere
+from crosswalk.data.letterbox import LETTERBOX_FILL, letterbox_params, warp_image
+
 IDENTITY_PHOTOMETRIC = np.array([1.0, 1.0, 0.0, 1.0, 1.0, 1.0], np.float32)  # gamma, contrast, bright, gains
 IDENTITY_THETA = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32)
 TARGET_FIELDS = ("boxes", "visible_boxes", "labels", "ignore", "visibility", "height_px", "distance_m")
@@ -108,13 +108,6 @@ def draw_params(u: np.ndarray, size: tuple[int, int], cfg: AugmentConfig) -> tup
     return Geometry(scale, tx, ty, flip, np.full(n, float(w))), photometric.astype(np.float32)
 
 
-def letterbox_params(in_size: tuple[int, int], out_size: tuple[int, int]) -> tuple[float, float, float]:
-    """Scale and integer centring offsets that fit ``in_size`` (W, H) into ``out_size``, keeping the aspect."""
-    (w, h), (out_w, out_h) = in_size, out_size
-    scale = min(out_w / w, out_h / h)
-    return scale, float(round((out_w - scale * w) / 2.0)), float(round((out_h - scale * h) / 2.0))
-
-
 def transform_boxes(boxes: np.ndarray, owner: np.ndarray, g: Geometry) -> np.ndarray:
     """Map (M, 4) x1y1x2y2 boxes, box ``i`` belonging to sample ``owner[i]``, through that sample's map."""
     s, tx, ty = g.scale[owner, None], g.tx[owner], g.ty[owner]
@@ -164,28 +157,6 @@ def transform_targets(
         "distance_m": objects["distance_m"][keep],
     }
     return out, owner[keep]
-
-
-def warp_image(
-    image: np.ndarray, out_size: tuple[int, int], scale: float, tx: float, ty: float, flip: bool = False
-) -> np.ndarray:
-    """CPU reference of the map: flip, resize, paste at integer offset (tx, ty) into a grey canvas."""
-    h, w = image.shape[:2]
-    out_w, out_h = out_size
-    sw, sh = round(w * scale), round(h * scale)
-    tx, ty = round(tx), round(ty)
-    if (sw, sh, tx, ty) == (out_w, out_h, 0, 0) and (w, h) == (out_w, out_h):
-        return cv2.flip(image, 1) if flip else image
-    if flip:
-        image = cv2.flip(image, 1)
-    if (sw, sh) != (w, h):
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        image = cv2.resize(image, (sw, sh), interpolation=interp)
-    canvas = np.full((out_h, out_w, 3), LETTERBOX_FILL, np.uint8)
-    x0, y0, x1, y1 = max(tx, 0), max(ty, 0), min(tx + sw, out_w), min(ty + sh, out_h)
-    if x1 > x0 and y1 > y0:
-        canvas[y0:y1, x0:x1] = image[y0 - ty : y1 - ty, x0 - tx : x1 - tx]
-    return canvas
 
 
 def photometric_lut(photometric: np.ndarray) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""crosswalk: this part is being built."""
