@@ -29,7 +29,7 @@ lint: $(STAMP)
 clean:
 	rm -rf $(OUT) .pytest_cache
 
-# Reproduce the reference model in models/reference-nano (about 50 minutes on 2 CPU cores).
+# Reproduce the reference model in models/reference-nano (about 40 minutes on 2 idle CPU cores).
 REF_DATA ?= data/reference
 reference-model: $(STAMP)
 	test -f $(REF_DATA)/train/manifest.json || $(BIN)/crosswalk data synth --out $(REF_DATA)/train --frames 4000 --seed 1

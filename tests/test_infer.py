@@ -29,12 +29,12 @@ TINY = DetectorConfig(width_mult=0.125, depth_mult=0.33, neck_channels=64, input
 
 def tiny_net(seed: int = 0) -> torch.nn.Module:
     """A fixed-seed tiny detector. Fresh initialisation predicts the same box and score everywhere (zeroed
-    head, prior-probability bias), so seeded noise on every weight makes its outputs vary like a trained one's."""
+    head, prior-probability bias), so seeded noise on the weights makes its outputs vary like a trained one's."""
     torch.manual_seed(seed)
     net = build_detector(TINY).eval()
     with torch.no_grad():
         for p in net.parameters():
-            p.add_(0.3 * torch.randn_like(p))
+            p.add_(0.15 * torch.randn_like(p))
     return net
 
 
@@ -89,7 +89,7 @@ def test_numpy_postprocess_matches_torchvision_decode(tiny_package: Path, frame:
             __import__("crosswalk.model", fromlist=["normalize"]).normalize(torch.from_numpy(pixels[None]))
         )
         boxes, scores = ServingModule(net)(torch.from_numpy(pixels[None]))
-    for threshold in (0.05, 0.1, 0.2):
+    for threshold in (0.05, 0.08, 0.11):
         ref = torch_decode(raw, TINY, score_threshold=threshold, nms_iou=0.6, max_detections=100)[0]
         kept, s, labels = select(boxes[0].numpy(), scores[0].numpy(), threshold, 0.6, 100)
         assert len(kept) == len(ref["boxes"]) > 0
@@ -157,9 +157,9 @@ def test_classes_and_min_score_filter(tiny_package: Path, frame: bytes) -> None:
     predictor = Predictor(tiny_package, threads=1, score_threshold=0.05)
     [all_dets] = predictor.predict([frame])
     [peds] = predictor.predict([frame], classes=["pedestrian"])
-    [high] = predictor.predict([frame], min_score=0.15)
+    [high] = predictor.predict([frame], min_score=0.115)
     assert {d["class"] for d in peds} <= {"pedestrian"}
-    assert all(d["score"] > 0.15 for d in high) and len(high) <= len(all_dets)
+    assert all(d["score"] > 0.115 for d in high) and len(high) <= len(all_dets)
     with pytest.raises(ValueError, match="unknown class 'tree'"):
         predictor.predict([frame], classes=["tree"])
 
