@@ -1,0 +1,230 @@
+"""``crosswalk profile infer``: latency and throughput of the served model against batch size and threads.
+
+Runs ``crosswalk.infer.Predictor.run`` (the network only, onnxruntime) on letterboxed uint8 batches: each
+round times every batch size once, rounds interleaved so drifting background load hits all sizes alike.
+Also: the service-time spread at batch 1 (for the planner's queueing model), memory per replica (the RSS of a
+replica process, a Predictor in its own interpreter, after it has run), two replicas
+run side by side (``plan --validate`` predicts their throughput), the model's FLOPs, forward bytes and
+kernel count (for the roofline on other devices), and the server overhead from ``bench_infer.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class InferProfileConfig:
+    batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    calibration_batches: tuple[int, ...] = (1, 2, 8, 32)  # the planner's line is fitted on these only
+    threads: tuple[int, ...] = (1, 2)
+    rounds: int = 3
+    batch1_calls: int = 20  # for the service-time spread
+    replicas: int = 2
+    replica_batch: int = 4
+    replica_seconds: float = 3.0
+
+    @classmethod
+    def quick(cls, **overrides) -> InferProfileConfig:
+        values = dict(batches=(1, 2, 4, 8, 16), calibration_batches=(1, 2, 8), rounds=5, batch1_calls=12,
+                      replica_seconds=2.0)  # fmt: skip
+        return cls(**{**values, **overrides})
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        import os
+
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _replica_loop(model, threads: int, batch: int, seconds: float, start, queue) -> None:
+    from crosswalk.infer import Predictor
+
+    p = Predictor(model, threads=threads)
+    w, h = p.input_size
+    x = np.full((batch, h, w, 3), 114, np.uint8)
+    p.run(x)
+    start.wait()
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - t0 < seconds:
+        p.run(x)
+        n += batch
+    queue.put((n, time.perf_counter() - t0, time.process_time() - c0, _rss_bytes()))
+
+
+def measure_replicas(model, replicas: int, threads: int, batch: int, seconds: float) -> dict:
+    """``replicas`` processes, each a Predictor with ``threads`` threads, running together: their summed
+    images/s, the CPU-seconds per second the OS gave them (process time), summed, and the largest RSS."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue, start = ctx.Queue(), ctx.Event()
+    procs = [
+        ctx.Process(target=_replica_loop, args=(model, threads, batch, seconds, start, queue))
+        for _ in range(replicas)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        time.sleep(0.2)
+        start.set()
+        results = [queue.get(timeout=300) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    images_per_s = sum(n / wall for n, wall, _, _ in results)
+    cpu_per_s = sum(cpu / wall for _, wall, cpu, _ in results)
+    rss_mb = max(rss for *_, rss in results) / 2**20
+    return {
+        "images_per_s": round(images_per_s, 2),
+        "cpu_s_per_s": round(cpu_per_s, 3),
+        "rss_mb": round(rss_mb, 1),
+    }
+
+
+def model_costs(model_config: dict) -> dict:
+    """FLOPs (``model_info``), bytes every layer writes in one forward (fp32, batch 1), weight bytes and the
+    number of compute layers (an estimate of kernels per forward after ORT fuses BN and activations)."""
+    import torch
+
+    from crosswalk.model import DetectorConfig, build_detector, model_info
+
+    cfg = DetectorConfig.from_dict(model_config)
+    info = model_info(cfg)
+    net = build_detector(cfg).eval()
+    written = []
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: written.append(out.numel() * out.element_size()))
+        for m in net.modules()
+        if not list(m.children())
+    ]
+    w, h = cfg.input_size
+    with torch.no_grad():
+        net(torch.zeros(1, 3, h, w))
+    for hk in hooks:
+        hk.remove()
+    return {
+        "params": info["params"],
+        "gflops_forward_per_image": round(info["gflops_forward"], 5),
+        # each layer output is written once and read once by the next layer
+        "forward_bytes_per_image": 2 * sum(written),
+        "weight_bytes": sum(p.numel() * p.element_size() for p in net.parameters()),
+        "kernels_per_forward": len(convs),
+    }
+
+
+def profile_infer(
+    model: str | Path | None = None,
+    cfg: InferProfileConfig = InferProfileConfig(),
+    bench_json: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Measure the inference workload; returns the ``profile_infer.json`` dict."""
+    from crosswalk.infra.machine import measure_machine
+
+    say = print if progress else (lambda *a, **k: None)
+    from crosswalk.infer import Predictor
+
+    rows, service_cv2 = [], None
+    predictor = None
+    for t in cfg.threads:
+        predictor = Predictor(model, threads=t)
+        w, h = predictor.input_size
+        xs = {b: np.full((b, h, w, 3), 114, np.uint8) for b in cfg.batches}
+        for x in xs.values():
+            predictor.run(x)
+        times = {b: [] for b in cfg.batches}
+        for _ in range(cfg.rounds):
+            for b, x in xs.items():
+                t0 = time.perf_counter()
+                predictor.run(x)
+                times[b].append(time.perf_counter() - t0)
+        ones = []
+        for _ in range(cfg.batch1_calls):
+            t0 = time.perf_counter()
+            predictor.run(xs[1])
+            ones.append(time.perf_counter() - t0)
+        times[1] += ones
+        if t == cfg.threads[0]:
+            mean = statistics.fmean(ones)
+            service_cv2 = statistics.pvariance(ones) / mean**2
+        for b, ts in times.items():
+            ms = np.array(ts) * 1e3
+            p50 = float(np.median(ms))
+            rows.append({
+                "threads": t,
+                "batch": b,
+                "p50_ms": round(p50, 3),
+                "p90_ms": round(float(np.percentile(ms, 90)), 3),
+                "p99_ms": round(float(np.percentile(ms, 99)), 3),
+                "images_per_s": round(b / p50 * 1e3, 2),
+                "calls": len(ts),
+            })  # fmt: skip
+        say(
+            f"threads {t}: "
+            + ", ".join(f"b{r['batch']} {r['p50_ms']:.1f} ms" for r in rows if r["threads"] == t)
+        )
+    config = predictor.config
+    del predictor
+    best = max(cfg.threads, key=lambda t: max(r["images_per_s"] for r in rows if r["threads"] == t))
+    say(f"1 and {cfg.replicas} replicas x 1 thread, batch {cfg.replica_batch}, side by side")
+    alone = measure_replicas(model, 1, 1, cfg.replica_batch, cfg.replica_seconds)
+    together = measure_replicas(model, cfg.replicas, 1, cfg.replica_batch, cfg.replica_seconds)
+    costs = model_costs(config["model_config"])
+    w, h = config["input_size"]
+    bench = _read_json(bench_json)
+    result = {
+        "model": str(model) if model is not None else "models/reference-nano",
+        "backend": "onnxruntime",
+        "input_size": [w, h],
+        "rows": rows,
+        "calibration_batches": [b for b in cfg.calibration_batches if b in cfg.batches],
+        "best_threads": best,
+        "service_cv2": round(service_cv2, 4),
+        "memory_per_replica_mb": alone["rss_mb"],
+        "replicas": {
+            "replicas": cfg.replicas,
+            "threads_each": 1,
+            "batch": cfg.replica_batch,
+            "images_per_s": together["images_per_s"],
+            "cpu_s_per_s": together["cpu_s_per_s"],
+            "one_replica_images_per_s": alone["images_per_s"],
+            "one_replica_cpu_s_per_s": alone["cpu_s_per_s"],
+            "how": "one replica, then all side by side, each a spawned process; cpu_s_per_s = process CPU time "
+            "over wall time, summed: the cores the replicas actually got beside other tenants of this machine",
+        },
+        **costs,
+        "input_bytes_per_image": w * h * 3,
+        "jpeg_bytes_per_image": _jpeg_bytes(),
+        "server_overhead_ms": bench.get("overhead_ms") if bench else None,
+        "server_overhead_source": str(bench_json) if bench else "not run (bench_infer.json absent)",
+        "machine": measure_machine(quick=True),
+        "config": asdict(cfg),
+    }
+    say(
+        f"{cfg.replicas} replicas: {together['images_per_s']:.1f} images/s on {together['cpu_s_per_s']:.2f} cores; memory per replica {result['memory_per_replica_mb']} MB"
+    )
+    return result
+
+
+def _jpeg_bytes(frames: int = 4) -> int:
+    """Mean bytes of a generated scene's JPEG: what a fleet would store per frame (retention sizing)."""
+    from crosswalk.scenes import render_frame
+
+    return round(statistics.fmean(len(render_frame(7, i)[0]) for i in range(frames)))
+
+
+def _read_json(path: str | Path | None) -> dict | None:
+    if path is None or not Path(path).is_file():
+        return None
+    return json.loads(Path(path).read_text())

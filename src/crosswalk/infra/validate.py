@@ -1,0 +1,107 @@
+"""``crosswalk plan --validate``: the planner's models predict measurements they were not calibrated on.
+
+Each check calibrates on some measured points of this machine's profiles and predicts another one:
+
+- training step time: calibrated images/s at the calibration batch -> step time at the held-out batch;
+- inference latency: the line a + c*b fitted on the calibration batches -> every other measured batch,
+  for each thread count;
+- replicas: one replica's images per CPU-second x the CPU-seconds per second the replicas were given (process
+  time; on a machine shared with other tenants the cores a job gets vary from minute to minute) -> the
+  replicas' summed images/s: the planner's "replicas scale with the cores they get" assumption;
+- all-reduce: t = alpha + S/B fitted on the smallest and largest buffers of the 2-rank gloo run -> the
+  middle one.
+
+Errors are |predicted - measured| / measured, reported for every check whatever their size.
+"""
+
+from __future__ import annotations
+
+from crosswalk.infra.planner import fit_alpha_beta, fit_line
+
+
+def _check(name: str, calibrated_on: str, predicted: float, measured: float, unit: str) -> dict:
+    return {
+        "name": name,
+        "calibrated_on": calibrated_on,
+        "predicted": round(predicted, 4),
+        "measured": round(measured, 4),
+        "unit": unit,
+        "error_pct": round(100 * abs(predicted - measured) / measured, 2),
+    }
+
+
+def training_checks(profile: dict) -> list[dict]:
+    calib = str(profile["calibration_batch_size"])
+    rate = profile["compute_only"][calib]["images_per_s"]
+    out = []
+    for batch, row in profile["compute_only"].items():
+        if batch != calib:
+            out.append(
+                _check(
+                    f"training step, batch {batch}",
+                    f"compute-only images/s at batch {calib}",
+                    1e3 * int(batch) / rate,
+                    row["step_ms"],
+                    "ms",
+                )
+            )
+    rows = profile["allreduce"]["rows"]
+    if len(rows) >= 3:
+        ends = [rows[0], rows[-1]]
+        alpha, bw = fit_alpha_beta([r["bytes"] for r in ends], [r["ms"] / 1e3 for r in ends])
+        for r in rows[1:-1]:
+            out.append(
+                _check(
+                    f"2-rank gloo all-reduce, {r['bytes'] / 1e6:.1f} MB",
+                    f"alpha + S/B fitted on {ends[0]['bytes'] / 1e6:.1f} and {ends[1]['bytes'] / 1e6:.1f} MB",
+                    1e3 * (alpha + r["bytes"] / bw),
+                    r["ms"],
+                    "ms",
+                )
+            )
+    return out
+
+
+def inference_checks(profile: dict) -> list[dict]:
+    out = []
+    calib = profile["calibration_batches"]
+    for threads in sorted({r["threads"] for r in profile["rows"]}):
+        rows = [r for r in profile["rows"] if r["threads"] == threads]
+        fit = [r for r in rows if r["batch"] in calib]
+        a, c = fit_line([r["batch"] for r in fit], [r["p50_ms"] for r in fit])
+        for r in rows:
+            if r["batch"] not in calib:
+                out.append(
+                    _check(
+                        f"inference p50 latency, batch {r['batch']}, {threads} thread(s)",
+                        f"a + c*b fitted on batches {calib}",
+                        a + c * r["batch"],
+                        r["p50_ms"],
+                        "ms",
+                    )
+                )
+    rep = profile.get("replicas")
+    if rep and rep.get("one_replica_images_per_s"):
+        per_core_s = rep["one_replica_images_per_s"] / rep["one_replica_cpu_s_per_s"]
+        out.append(
+            _check(
+                f"{rep['replicas']} replicas side by side, images/s",
+                "one replica's images per CPU-second x the CPU-seconds per second the replicas got",
+                per_core_s * rep["cpu_s_per_s"],
+                rep["images_per_s"],
+                "images/s",
+            )
+        )
+    return out
+
+
+def validate(profile_train: dict | None, profile_infer: dict | None) -> dict:
+    """Every check the available profiles allow, and the largest error."""
+    checks = (training_checks(profile_train) if profile_train else []) + (
+        inference_checks(profile_infer) if profile_infer else []
+    )
+    return {
+        "checks": checks,
+        "max_error_pct": max((c["error_pct"] for c in checks), default=None),
+        "machine": "this machine (the profiles' own measurements)",
+    }
