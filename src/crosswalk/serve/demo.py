@@ -61,7 +61,9 @@ def percentile_ms(values_s: list[float], q: float) -> float | None:
     return round(1e3 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
 
 
-def run_serve_demo(out: Path, target_ms: float = 300.0, requests: int = 40) -> dict:
+def run_serve_demo(
+    out: Path, target_ms: float = 300.0, requests: int = 40, model: str | Path | None = None
+) -> dict:
     import httpx
 
     from crosswalk.infer import Predictor
@@ -69,9 +71,11 @@ def run_serve_demo(out: Path, target_ms: float = 300.0, requests: int = 40) -> d
     from crosswalk.serve.launcher import running_server
 
     jpeg = render_frame(1, 3)[0]
-    predictor = Predictor(threads=1)
+    predictor = Predictor(model, threads=1)
     processes = []
-    with running_server(replicas=2, threads=1, latency_target_ms=target_ms, process=processes) as url:
+    with running_server(
+        model=model, replicas=2, threads=1, latency_target_ms=target_ms, process=processes
+    ) as url:
         server = processes[0]
         with httpx.Client(timeout=30) as client:
 
