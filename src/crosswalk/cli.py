@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from crosswalk.argtypes import positive_int
+
 
 def _size(text: str) -> tuple[int, int]:
     try:
@@ -18,13 +20,6 @@ def _size(text: str) -> tuple[int, int]:
     if w < 32 or h < 32:
         raise argparse.ArgumentTypeError(f"size must be at least 32x32, got {text!r}")
     return w, h
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _write_json(obj: dict, path: str | Path | None) -> None:
@@ -208,10 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = data.add_subparsers(dest="data_command", required=True)
     s = dsub.add_parser("synth", help="render driving scenes into checksummed shards")
     s.add_argument("--out", required=True, help="new dataset folder")
-    s.add_argument("--frames", type=_positive, default=256)
+    s.add_argument("--frames", type=positive_int, default=256)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", type=_size, default=(512, 288), help="WxH, default 512x288")
-    s.add_argument("--workers", type=_positive, default=2)
+    s.add_argument("--workers", type=positive_int, default=2)
     s.add_argument("--shard-size", type=float, default=64.0, help="MB per shard, default 64")
     s.set_defaults(func=cmd_synth)
 
@@ -223,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = dsub.add_parser("inspect", help="statistics and a labelled montage")
     i.add_argument("dir")
     i.add_argument("--montage", help="PNG path for a montage of frames chosen to cover every condition")
-    i.add_argument("--frames", type=_positive, default=16, help="frames in the montage")
+    i.add_argument("--frames", type=positive_int, default=16, help="frames in the montage")
     i.add_argument("--json", help="write the statistics here")
     i.set_defaults(func=cmd_inspect)
 
@@ -271,8 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     bd = bsub.add_parser("data", help="loader throughput against the JPEG decode limit")
     bd.add_argument("dir")
     bd.add_argument("--json", required=True)
-    bd.add_argument("--workers", type=_positive, default=2)
-    bd.add_argument("--batch-size", type=_positive, default=32)
+    bd.add_argument("--workers", type=positive_int, default=2)
+    bd.add_argument("--batch-size", type=positive_int, default=32)
     bd.add_argument("--seconds", type=float, default=5.0, help="per measurement")
     bd.set_defaults(func=cmd_bench_data)
 
@@ -280,10 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("dir")
     bt.add_argument("--json", required=True)
     bt.add_argument("--preset", default="nano")
-    bt.add_argument("--batch-size", type=_positive, default=32)
+    bt.add_argument("--batch-size", type=positive_int, default=32)
     bt.add_argument("--workers", type=int, default=2)
-    bt.add_argument("--steps", type=_positive, default=10)
-    bt.add_argument("--repeats", type=_positive, default=3)
+    bt.add_argument("--steps", type=positive_int, default=10)
+    bt.add_argument("--repeats", type=positive_int, default=3)
     bt.add_argument("--compile", action="store_true")
     bt.set_defaults(func=cmd_bench_train)
 
@@ -295,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the main job on the embedded default data")
     d.add_argument("--out", default="outputs")
-    d.add_argument("--frames", type=_positive, default=512)
+    d.add_argument("--frames", type=positive_int, default=512)
     d.set_defaults(func=cmd_demo)
     return p
 

@@ -5,19 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+from crosswalk.argtypes import positive_float, positive_int
 
 
 def cmd_bench_infer(args: argparse.Namespace) -> int:
@@ -61,13 +49,13 @@ def register(sub, groups) -> None:
     bi.add_argument("--model", help="model package, run or weights folder (default: the reference model)")
     bi.add_argument("--quick", action="store_true", help="a few seconds per system (one Server probe)")
     bi.add_argument(
-        "--seconds", type=_positive_float, help="LoadGen min duration per run (default 3, quick 1)"
+        "--seconds", type=positive_float, help="LoadGen min duration per run (default 3, quick 1)"
     )
-    bi.add_argument("--max-batch", type=_positive_int, help="Offline/Server batch size (default 8)")
-    bi.add_argument("--p99-ms", type=_positive_float, help="Server scenario p99 bound (default 50)")
-    bi.add_argument("--probes", type=_positive_int, help="Server QPS search steps per system (default 4)")
-    bi.add_argument("--frames", type=_positive_int, help="distinct JPEGs in the sample library")
-    bi.add_argument("--threads", type=_positive_int, help="runtime threads (default: all cores)")
+    bi.add_argument("--max-batch", type=positive_int, help="Offline/Server batch size (default 8)")
+    bi.add_argument("--p99-ms", type=positive_float, help="Server scenario p99 bound (default 50)")
+    bi.add_argument("--probes", type=positive_int, help="Server QPS search steps per system (default 4)")
+    bi.add_argument("--frames", type=positive_int, help="distinct JPEGs in the sample library")
+    bi.add_argument("--threads", type=positive_int, help="runtime threads (default: all cores)")
     bi.add_argument("--backend", choices=["onnxruntime", "torch"])
     bi.add_argument("--systems", default="runtime,server", help="runtime,server (default both)")
     bi.set_defaults(func=cmd_bench_infer)

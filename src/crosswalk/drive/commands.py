@@ -5,19 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+from crosswalk.argtypes import non_negative_float, positive_float
 
 
 def cmd_drive(args: argparse.Namespace) -> int:
@@ -67,16 +55,16 @@ def register(sub, groups) -> None:
         help="all, a case (adult-walk-curb, child-walk-parked, child-run-parked), a condition "
         "(day, dusk, night, fog, rain), CASE-CONDITION, or a comma-separated list",
     )
-    p.add_argument("--speed-kmh", type=_positive_float, nargs="+", default=[30.0, 50.0, 70.0])
+    p.add_argument("--speed-kmh", type=positive_float, nargs="+", default=[30.0, 50.0, 70.0])
     p.add_argument("--via", default="inproc", help="inproc, or the URL of a running `crosswalk serve`")
-    p.add_argument("--fps", type=_positive_float, default=20.0, help="camera frame rate")
+    p.add_argument("--fps", type=positive_float, default=20.0, help="camera frame rate")
     p.add_argument(
         "--latency-ms",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=None,
         help="replace the measured inference latency by this value (detections still come from the model)",
     )
-    p.add_argument("--actuation-s", type=_non_negative_float, default=0.15, help="brake actuation delay")
+    p.add_argument("--actuation-s", type=non_negative_float, default=0.15, help="brake actuation delay")
     p.add_argument(
         "--false-alarms",
         choices=["count", "brake"],

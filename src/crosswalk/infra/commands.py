@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from crosswalk.argtypes import positive_float
+
 
 def _write_json(obj: dict, path: str | Path) -> None:
     path = Path(path)
@@ -107,13 +109,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
 def register(sub, groups) -> None:
     prof = sub.add_parser("profile", help="measure the training and inference workloads (JSON)")
     psub = prof.add_subparsers(dest="profile_command", required=True)
@@ -138,10 +133,10 @@ def register(sub, groups) -> None:
         "--from", dest="from_dir", default="outputs", help="folder with profile_*.json (default outputs)"
     )
     pl.add_argument("--train-images", type=int)
-    pl.add_argument("--epochs", type=_positive_float)
-    pl.add_argument("--deadline-h", type=_positive_float)
-    pl.add_argument("--serve-fps", type=_positive_float)
-    pl.add_argument("--p99-ms", type=_positive_float)
+    pl.add_argument("--epochs", type=positive_float)
+    pl.add_argument("--deadline-h", type=positive_float)
+    pl.add_argument("--serve-fps", type=positive_float)
+    pl.add_argument("--p99-ms", type=positive_float)
     pl.add_argument(
         "--hardware", help="catalog GPU keys, comma-separated; the first trains (default h200_sxm)"
     )

@@ -5,12 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+from crosswalk.argtypes import positive_int
 
 
 def register(sub, groups) -> None:
@@ -28,10 +23,10 @@ def register(sub, groups) -> None:
         "--replicas", type=int, default=1, help="worker processes; 0 = in this process, unsupervised"
     )
     s.add_argument(
-        "--threads", type=_positive_int, help="runtime threads per replica (default: cores / replicas)"
+        "--threads", type=positive_int, help="runtime threads per replica (default: cores / replicas)"
     )
     s.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime")
-    s.add_argument("--max-batch", type=_positive_int, default=8)
+    s.add_argument("--max-batch", type=positive_int, default=8)
     s.add_argument("--max-delay-ms", type=float, default=2.0, help="longest wait for a batch to fill")
     s.add_argument(
         "--latency-target-ms",
@@ -39,9 +34,9 @@ def register(sub, groups) -> None:
         default=100.0,
         help="batches and admission keep requests under this",
     )
-    s.add_argument("--queue-limit", type=_positive_int, default=64, help="images admitted per replica")
-    s.add_argument("--max-body-bytes", type=_positive_int, default=16 * 1024 * 1024)
-    s.add_argument("--max-pixels", type=_positive_int, default=40_000_000, help="decompression-bomb limit")
+    s.add_argument("--queue-limit", type=positive_int, default=64, help="images admitted per replica")
+    s.add_argument("--max-body-bytes", type=positive_int, default=16 * 1024 * 1024)
+    s.add_argument("--max-pixels", type=positive_int, default=40_000_000, help="decompression-bomb limit")
     s.add_argument("--api-key", help="require this key (X-API-Key); default: $CROSSWALK_API_KEY, else none")
     s.add_argument(
         "--drain-timeout-s", type=float, default=30.0, help="SIGTERM: longest wait for in-flight work"
