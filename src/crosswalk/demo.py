@@ -15,6 +15,7 @@ from pathlib import Path
 
 from crosswalk.bench.data import DataBenchConfig, bench_data
 from crosswalk.bench.infer import InferBenchConfig, bench_infer
+from crosswalk.bench.train import TrainBenchConfig, bench_train
 from crosswalk.data.inspect import inspect_dataset
 from crosswalk.data.synth import SynthConfig, synthesize
 from crosswalk.data.verify import verify_dataset
@@ -88,6 +89,10 @@ def run_demo(out: Path, frames: int = 512) -> int:
     )
     train(cfg, data, run)
 
+    _step("training throughput: the real loader against compute alone (bench train)")
+    train_bench = bench_train(data, TrainBenchConfig(batch_size=16, steps=3, warmup=2, repeats=1))
+    (out / "bench_train.json").write_text(json.dumps(train_bench, indent=2) + "\n")
+
     _step("evaluate the quick run: COCO AP, pedestrian MR-2, plots")
     plots = out / "eval_plots"
     quick = evaluate_run(run, val, json_out=out / "eval_quick.json", plots=plots)
@@ -144,6 +149,7 @@ def run_demo(out: Path, frames: int = 512) -> int:
         (out / "data_stats.json", "dataset statistics"),
         (out / "bench_data.json", "loader benchmark"),
         (run, "quick training run (config.json, metrics.jsonl, tb/, checkpoints/, weights/)"),
+        (out / "bench_train.json", "training benchmark (loader vs compute only)"),
         (out / "eval_quick.json", "its evaluation"),
         (plots, "PR curves, miss rate vs FPPI, per-condition bars"),
         (package, "the exported model package (Triton model-repository layout)"),

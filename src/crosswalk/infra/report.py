@@ -193,7 +193,7 @@ def needs_table(inputs: dict) -> list[dict]:
         {"need": "Throughput",
          "training": f"{_fmt(_get(bt, 'train_images_per_s'), 'images/s')} with the loader, {_fmt(_get(bt, 'compute_only_images_per_s'), 'images/s')} compute only "
                      f"(this machine); planned {_fmt(_get(t, 'images_per_s'), 'images/s')}",
-         "inference": f"{_fmt(_get(bi, 'batched_images_per_s'), 'images/s')} batched, server max {_fmt(_get(bi, 'server_max_qps'), 'QPS')} at p99 "
+         "inference": f"{_fmt(_get(bi, 'batched_images_per_s'), 'images/s')} batched, server max {_fmt(_get(bi, 'server_max_qps'), 'QPS') if _get(bi, 'server_max_qps') is not None else 'none (no rate tried met)'} at p99 "
                       f"<= {_fmt(_get(bi, 'p99_bound_ms'), 'ms')}"},
         {"need": "Scalability",
          "training": f"planned {_fmt(_get(t, 'gpus'))} GPU(s) in {_fmt(_get(t, 'nodes'))} node(s); gloo busbw here "
@@ -339,7 +339,7 @@ def render_report(inputs: dict, from_dir: str | Path = "outputs") -> str:
         for s in (drive or {}).get("scenarios", [])
     ]  # fmt: skip
     safe = [
-        (speed, cond, _fmt(v))
+        (speed, cond, _fmt(v) if v is not None else "none: collides even at 0 ms")
         for speed, by in (_get(drive, "max_safe_latency_ms") or {}).items()
         for cond, v in (by.items() if isinstance(by, dict) else [("all", by)])
     ]
