@@ -38,3 +38,6 @@ reference-model: $(STAMP)
 	mkdir -p models/reference-nano
 	cp runs/reference-nano/weights/model.safetensors runs/reference-nano/weights/model.json configs/reference-nano.toml models/reference-nano/
 	$(BIN)/crosswalk eval models/reference-nano --data $(REF_DATA)/val --json models/reference-nano/eval.json --plots models/reference-nano/plots
+	rm -rf runs/reference-nano-package
+	$(BIN)/crosswalk export models/reference-nano --out runs/reference-nano-package/reference-nano/1 --name reference-nano
+	cp runs/reference-nano-package/reference-nano/1/model.onnx runs/reference-nano-package/reference-nano/1/config.json models/reference-nano/
