@@ -80,7 +80,7 @@ def test_export_refuses_a_non_empty_target(tiny_package: Path, tmp_path: Path) -
     assert (tmp_path / "1" / "keep.txt").read_text() == "mine"
 
 
-def test_numpy_postprocess_matches_torchvision_decode(tiny_package: Path, frame: bytes) -> None:
+def test_numpy_postprocess_matches_torchvision_decode(frame: bytes) -> None:
     """The serving path's OpenCV NMS keeps exactly the boxes the evaluator's torchvision NMS keeps."""
     net = tiny_net()
     pixels = prepare(decode(frame), TINY.input_size).pixels

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 from pathlib import Path
 
-from crosswalk.argtypes import positive_int
+from crosswalk.cliutil import positive_int, write_json
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -20,15 +19,6 @@ def _size(text: str) -> tuple[int, int]:
     if w < 32 or h < 32:
         raise argparse.ArgumentTypeError(f"size must be at least 32x32, got {text!r}")
     return w, h
-
-
-def _write_json(obj: dict, path: str | Path | None) -> None:
-    if path is None:
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n")
-    print(f"wrote {path}")
 
 
 # ---- data ---------------------------------------------------------------------------------------------
@@ -77,7 +67,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from crosswalk.data.inspect import inspect_dataset
 
     stats = inspect_dataset(args.dir, montage=args.montage, frames=args.frames)
-    _write_json(stats, args.json)
+    write_json(stats, args.json)
     return 0
 
 
@@ -159,7 +149,7 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
 
     cfg = DataBenchConfig(workers=args.workers, batch_size=args.batch_size, seconds=args.seconds)
     result = bench_data(args.dir, cfg)
-    _write_json(result, args.json)
+    write_json(result, args.json)
     return 0
 
 
@@ -174,7 +164,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         compile=args.compile,
     )
-    _write_json(bench_train(args.dir, cfg), args.json)
+    write_json(bench_train(args.dir, cfg), args.json)
     return 0
 
 

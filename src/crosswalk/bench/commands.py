@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from crosswalk.argtypes import positive_float, positive_int
+from crosswalk.cliutil import positive_float, positive_int
 
 
 def cmd_bench_infer(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from crosswalk.argtypes import non_negative_float, positive_float
+from crosswalk.cliutil import non_negative_float, positive_float
 
 
 def cmd_drive(args: argparse.Namespace) -> int:

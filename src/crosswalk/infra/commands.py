@@ -10,14 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from crosswalk.argtypes import positive_float
-
-
-def _write_json(obj: dict, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n")
-    print(f"wrote {path}")
+from crosswalk.cliutil import positive_float, write_json
 
 
 def _error(message: str) -> int:
@@ -33,7 +26,7 @@ def cmd_profile_train(args: argparse.Namespace) -> int:
                       "`crosswalk data synth` or leave --data out to profile on generated frames")  # fmt: skip
     overrides = {"preset": args.preset, "batch_size": args.batch_size, "workers": args.workers}
     cfg = TrainProfileConfig.quick(**overrides) if args.quick else TrainProfileConfig(**overrides)
-    _write_json(profile_train(args.data, cfg), args.json)
+    write_json(profile_train(args.data, cfg), args.json)
     return 0
 
 
@@ -42,7 +35,7 @@ def cmd_profile_infer(args: argparse.Namespace) -> int:
 
     cfg = InferProfileConfig.quick() if args.quick else InferProfileConfig()
     bench = Path(args.bench) if args.bench else Path(args.json).parent / "bench_infer.json"
-    _write_json(profile_infer(args.model, cfg, bench_json=bench), args.json)
+    write_json(profile_infer(args.model, cfg, bench_json=bench), args.json)
     return 0
 
 
@@ -75,7 +68,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                   f"-> {c['error_pct']:.1f}%  [{c['calibrated_on']}]")  # fmt: skip
         print(f"max error {result['max_error_pct']}%")
         if args.json:
-            _write_json({"validation": result}, args.json)
+            write_json({"validation": result}, args.json)
         return 0
     for name in ("train_images", "epochs", "deadline_h", "serve_fps", "p99_ms"):
         if getattr(args, name) is None:
@@ -95,7 +88,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return _error(str(e.args[0]))
     print(format_plan(plan))
     if args.json:
-        _write_json(plan, args.json)
+        write_json(plan, args.json)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from crosswalk.argtypes import positive_int
+from crosswalk.cliutil import positive_int
 
 
 def register(sub, groups) -> None:
