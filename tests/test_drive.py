@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from crosswalk.drive.perception import Tracker, TrackerConfig, box_ground_point, ground_point
+from crosswalk.drive.perception import Track, Tracker, TrackerConfig, box_ground_point, ground_point
 from crosswalk.drive.physics import G_MS2, CarShape, ego_motion, outcome, stopping_distance_m
-from crosswalk.drive.policy import PolicyConfig, conflict, corridor_interval
+from crosswalk.drive.policy import PolicyConfig, conflict, corridor_interval, decide, entering_velocities
 from crosswalk.drive.scenario import CASES, ScenarioSpec, build_world, parse_scenarios
 from crosswalk.drive.sim import DriveConfig, FrameSource, simulate
 from crosswalk.drive.sweep import drive_sweep, format_tables, max_safe_latency_ms
@@ -115,6 +115,30 @@ def test_decision_rule_on_hand_worked_cases():
     assert not conflict(3.0, 22.25, 0.0, 0.0, 10.0, car, horizon_s=3.0, cfg=cfg)[0]  # waiting at the curb
     # Walking fast (3 m/s from x = 3) leaves the corridor at 1.47 s, before the car arrives (2 s): no conflict.
     assert not conflict(3.0, 22.25, -3.0, 0.0, 10.0, car, horizon_s=3.0, cfg=cfg)[0]
+
+
+def test_entering_velocities_by_hand():
+    # From x = 3 into |x| <= 1.4 between t = 1 s and t = 2 s: at 1 s it takes -1.6..-4.4 m/s, at 2 s -0.8..-2.2.
+    assert entering_velocities(3.0, 1.4, 1.0, 2.0) == pytest.approx((-4.4, -0.8))
+    assert entering_velocities(-3.0, 1.4, 1.0, 2.0) == pytest.approx((0.8, 4.4))  # from the left
+    assert entering_velocities(0.5, 1.4, 1.0, 2.0) == (-math.inf, math.inf)  # already in the lane
+
+
+def test_decision_weighs_the_tracks_velocity_uncertainty():
+    car = CarShape(camera_to_bumper_m=2.0, length_m=4.5, width_m=1.8)
+
+    def track(vx, sigma):  # a person 22.25 m ahead at x = 3 (TTC 2 s at 10 m/s; passing takes 0.5 s)
+        cov = np.diag([0.1, 0.1, sigma**2, 0.1])
+        return Track(0, np.array([3.0, 22.25, vx, 0.0]), cov, t_s=0.0)
+
+    # Entering needs vx <= (1.4 - 3) / 2.5 = -0.64 m/s. An estimate of -0.3 +- 0.8 m/s allows it at 0.5 sigma.
+    cfg = PolicyConfig(lateral_margin_m=0.5, motion_sigmas=0.5)
+    assert decide([track(-0.3, 0.8)], 0.0, 0.0, 10.0, car, horizon_s=3.0, cfg=cfg) is not None
+    assert decide([track(-0.3, 0.5)], 0.0, 0.0, 10.0, car, horizon_s=3.0, cfg=cfg) is None  # -0.55 at most
+    assert decide([track(-0.3, 0.8)], 0.0, 0.0, 10.0, car, 3.0, PolicyConfig(motion_sigmas=0.0)) is None
+    assert (
+        decide([track(0.0, 2.0)], 0.0, 0.0, 10.0, car, horizon_s=1.5, cfg=cfg) is None
+    )  # beyond the horizon
 
 
 # ---- scenarios and the loop --------------------------------------------------------------------------

@@ -102,6 +102,7 @@ class Track:
     hits: int = 1
     history: list = field(default_factory=list)  # (t, x, y) fixes
     recent: list = field(default_factory=lambda: [True])  # hit or miss in each processed frame, newest last
+    detection: dict | None = None  # the detection of the last fix
 
     def predict(self, t_s: float) -> np.ndarray:
         dt = t_s - self.t_s
@@ -171,14 +172,15 @@ class Tracker:
             used_t.add(i)
             used_f.add(j)
             self._correct(self.tracks[i], predicted[i], fixes[j][0], fixes[j][1], t_s)
+            self.tracks[i].detection = fixes[j][2]
         for i, tr in enumerate(self.tracks):
             tr.recent = (tr.recent + [i in used_t])[-self.cfg.confirm_window :]
-        for j, (z, r, _) in enumerate(fixes):
+        for j, (z, r, det) in enumerate(fixes):
             if j not in used_f:
                 cov = np.zeros((4, 4))
                 cov[:2, :2] = r
                 cov[2:, 2:] = np.eye(2) * 1.5**2  # unknown velocity: people walk at ~1.4 m/s
-                tr = Track(self._next_id, np.array([z[0], z[1], 0.0, 0.0]), cov, t_s)
+                tr = Track(self._next_id, np.array([z[0], z[1], 0.0, 0.0]), cov, t_s, detection=det)
                 tr.history.append((t_s, float(z[0]), float(z[1])))
                 self.tracks.append(tr)
                 self._next_id += 1

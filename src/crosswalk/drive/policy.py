@@ -5,6 +5,12 @@ path is its lane widened by a safety margin on each side. A conflict is when the
 inside that corridor at some instant while the car's front is at or past their line and its rear not yet
 past it: ``[t_in, t_out]`` (the person's time inside the corridor) overlaps ``[TTC, TTC + pass time]``.
 Only tracks confirmed by several fixes count, and only within the trigger horizon (``trigger_horizon_s``).
+
+A track's lateral velocity is uncertain (a monocular fix at 30 m is good to a metre), so the rule does not
+act on the estimate alone: it asks whether any velocity within ``motion_sigmas`` standard deviations of it
+(and no faster than a person runs) brings the person into the corridor while the car passes. A person
+walking in whose track is still young is then a conflict before the filter has converged, as a driver
+treats someone stepping off the curb; one waiting well clear of the lane is not.
 """
 
 from __future__ import annotations
@@ -25,9 +31,9 @@ class PolicyConfig:
     # a monocular fix is too coarse to act on, and a far false positive would stop the car for nothing.
     margin_s: float = 1.0
     ped_radius_m: float = 0.25
-    # A track's lateral velocity must be told apart from noise before it counts: |vx| >= k sigma(vx), and a
-    # person does not move faster than max_speed_ms (a faster track is two detections mismatched).
-    motion_sigmas: float = 2.0
+    # The lateral velocities a track may have: vx +- k sigma(vx), within +-max_speed_ms (a person does not
+    # move faster; a faster track is two detections mismatched and is ignored).
+    motion_sigmas: float = 0.5
     max_speed_ms: float = 4.5
 
 
@@ -77,6 +83,19 @@ def conflict(
     return hit, ttc, distance, t_in, t_out
 
 
+def entering_velocities(x_m: float, half_width_m: float, t_lo_s: float, t_hi_s: float) -> tuple[float, float]:
+    """The lateral velocities that put a person at ``x`` inside +-half_width at some time in [t_lo, t_hi].
+
+    For each t they are [(-w - x) / t, (w - x) / t]; these intervals move continuously with t, so their union
+    runs from the smallest lower end to the largest upper end, both taken at t_lo or t_hi."""
+    if abs(x_m) <= half_width_m:
+        return -math.inf, math.inf  # already inside: standing still is enough (and so is any slow drift)
+    t_lo, t_hi = max(t_lo_s, 1e-6), max(t_hi_s, 1e-6)
+    lo = min((-half_width_m - x_m) / t_lo, (-half_width_m - x_m) / t_hi)
+    hi = max((half_width_m - x_m) / t_lo, (half_width_m - x_m) / t_hi)
+    return lo, hi
+
+
 def trigger_horizon_s(speed_ms: float, decel_ms2: float, actuation_s: float, cfg: PolicyConfig) -> float:
     """Time to collision below which a conflict triggers braking."""
     return actuation_s + speed_ms / (2.0 * decel_ms2) + cfg.margin_s
@@ -98,11 +117,28 @@ def decide(
         vx = float(tr.state[2])
         if abs(vx) > cfg.max_speed_ms:
             continue
-        if abs(vx) < cfg.motion_sigmas * float(np.sqrt(tr.cov[2, 2])):
-            vx = 0.0  # not distinguishable from standing still
+        vx = _worst_velocity(
+            float(x), float(y), vx, float(np.sqrt(tr.cov[2, 2])), ego_travel_m, speed_ms, car, cfg
+        )
         hit, ttc, distance, t_in, t_out = conflict(
             float(x), float(y), vx, ego_travel_m, speed_ms, car, horizon_s, cfg
         )
         if hit and (best is None or ttc < best.ttc_s):
             best = Conflict(tr.id, ttc, distance, t_in, t_out)
     return best
+
+
+def _worst_velocity(
+    x_m: float, y_m: float, vx: float, sigma: float, ego_travel_m: float, speed_ms: float, car: CarShape, cfg
+) -> float:
+    """The velocity within vx +- k sigma (and +-max_speed) closest to vx that makes a conflict, else vx."""
+    lo = max(vx - cfg.motion_sigmas * sigma, -cfg.max_speed_ms)
+    hi = min(vx + cfg.motion_sigmas * sigma, cfg.max_speed_ms)
+    if speed_ms <= 0:
+        return vx
+    distance = y_m - cfg.ped_radius_m - (ego_travel_m + car.camera_to_bumper_m)
+    ttc = max(distance, 0.0) / speed_ms
+    pass_s = (car.length_m + 2 * cfg.ped_radius_m) / speed_ms
+    need_lo, need_hi = entering_velocities(x_m, car.width_m / 2 + cfg.lateral_margin_m, ttc, ttc + pass_s)
+    lo, hi = max(lo, need_lo), min(hi, need_hi)
+    return vx if lo > hi else min(max(vx, lo), hi)

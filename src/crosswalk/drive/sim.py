@@ -14,8 +14,9 @@ lets the car drive on (``DriveConfig.false_alarms``), so each run still answers 
 seen in time. This uses the simulator's truth to judge a decision, never to make one.
 
 Distances in the results are from the car's front bumper to the pedestrian's line of crossing, along the
-road, except ``distance_error`` which compares the camera-to-feet distance estimated from a box with the
-simulator's truth.
+road, except ``distance_error`` and ``distance_error_tracked``, which compare the camera-to-feet distance
+with the simulator's truth: estimated from each box that found the pedestrian alone, and from the track that
+box updated (what the decision rule uses: the filter weighs each fix by its expected error and gates outliers).
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class Run:
     speed_ms: np.ndarray
     processed: list[tuple[int, float, float]] = field(default_factory=list)  # (frame, capture s, result s)
     events: dict[str, float] = field(default_factory=dict)
+    tracked_errors: list[tuple[float, float]] = field(default_factory=list)  # (truth m, track's estimate m)
 
 
 def simulate(world: World, source: FrameSource, cfg: DriveConfig, latency_ms: float | None = None) -> Run:
@@ -122,7 +124,7 @@ def simulate(world: World, source: FrameSource, cfg: DriveConfig, latency_ms: fl
     horizon_s = trigger_horizon_s(v, decel, cfg.actuation_delay_s, cfg.policy)
     tracker = Tracker(world.camera, cfg.tracker)
     t_free, dropped, captured = 0.0, 0, 0
-    processed, latencies, errors = [], [], []
+    processed, latencies, errors, tracked = [], [], [], []
     first = decision = None
     vetoed: set[int] = set()
     phantoms = []
@@ -145,6 +147,9 @@ def simulate(world: World, source: FrameSource, cfg: DriveConfig, latency_ms: fl
         if obs.match is not None:
             est = box_ground_point(world.camera, obs.match["box"])[1]
             errors.append((obs.truth_distance_m, est))
+            track = next((tr for tr in tracker.tracks if tr.detection is obs.match and tr.t_s == t_cap), None)
+            if track is not None:
+                tracked.append((obs.truth_distance_m, float(track.state[1]) - v * t_cap))
             if first is None:
                 first = (t_res, _gap(world, t_cap))
         while (
@@ -193,6 +198,7 @@ def simulate(world: World, source: FrameSource, cfg: DriveConfig, latency_ms: fl
         "collision": result.collision,
         "impact_speed_kmh": _r(result.impact_speed_kmh),
         "distance_error": distance_error_summary(errors),
+        "distance_error_tracked": distance_error_summary(tracked),
     }
     if latency_ms is None and latencies:
         ms = 1000 * np.asarray(latencies)
@@ -220,7 +226,7 @@ def simulate(world: World, source: FrameSource, cfg: DriveConfig, latency_ms: fl
         events["collision"] = result.collision_s
     elif result.stop_s is not None:
         events["stopped"] = result.stop_s
-    return Run(summary, t, travel, speed, processed, events)
+    return Run(summary, t, travel, speed, processed, events, tracked)
 
 
 def _live(tracker: Tracker, vetoed: set[int]) -> list:
