@@ -32,6 +32,8 @@ IDENTITY_PHOTOMETRIC = np.array([1.0, 1.0, 0.0, 1.0, 1.0, 1.0], np.float32)  # g
 IDENTITY_THETA = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32)
 TARGET_FIELDS = ("boxes", "visible_boxes", "labels", "ignore", "visibility", "height_px", "distance_m")
 
+CPU_AUGMENT_GROUP = 4  # images per grid_sample on the CPU (see augment_on_device)
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -188,15 +190,23 @@ def augment_on_device(images: torch.Tensor, theta: torch.Tensor, photometric: to
     """Apply the workers' draws to a uint8 (B, H, W, 3) batch on its device, batched.
 
     Returns float (B, 3, H, W) in [0, 1], channels_last: one ``grid_sample`` does flip, scale, crop and
-    letterbox for the whole batch, then the photometric curve."""
-    x = images.permute(0, 3, 1, 2).float().div_(255.0)
+    letterbox for a group of images, then the photometric curve. On the CPU the groups are 4 images: the
+    temporaries of a whole batch of 32 (56 MB each) exceed glibc's mmap threshold, so every call faulted in
+    fresh pages and cost 11 ms/image instead of 6.3 (measured here); on a GPU the whole batch is one group."""
+    b, h, w, _ = images.shape
+    out = torch.empty((b, 3, h, w), device=images.device, memory_format=torch.channels_last)
+    group = b if images.device.type == "cuda" else CPU_AUGMENT_GROUP
+    theta, photometric = theta.to(images.device, torch.float32), photometric.to(images.device, torch.float32)
     fill = LETTERBOX_FILL / 255.0
-    grid = torch.nn.functional.affine_grid(theta.to(x), list(x.shape), align_corners=False)
-    # grid_sample pads with zeros: shift by the fill value so that padding comes out as the letterbox grey.
-    x = torch.nn.functional.grid_sample(x - fill, grid, mode="bilinear", align_corners=False) + fill
-    p = photometric.to(x)[:, :, None, None]
-    x = ((x.clamp(0, 1) ** p[:, 0:1] - 0.5) * p[:, 1:2] + 0.5 + p[:, 2:3]) * p[:, 3:6]
-    return x.clamp_(0.0, 1.0).contiguous(memory_format=torch.channels_last)
+    for i in range(0, b, group):
+        x = images[i : i + group].permute(0, 3, 1, 2).float().div_(255.0)
+        grid = torch.nn.functional.affine_grid(theta[i : i + group], list(x.shape), align_corners=False)
+        # grid_sample pads with zeros: shift by the fill value so that padding comes out as the letterbox grey.
+        x = torch.nn.functional.grid_sample(x - fill, grid, mode="bilinear", align_corners=False) + fill
+        p = photometric[i : i + group, :, None, None]
+        x = ((x.clamp(0, 1) ** p[:, 0:1] - 0.5) * p[:, 1:2] + 0.5 + p[:, 2:3]) * p[:, 3:6]
+        out[i : i + group] = x.clamp_(0.0, 1.0)
+    return out
 
 
 def letterbox(image: np.ndarray, target: dict, out_size: tuple[int, int]) -> tuple[np.ndarray, dict]:

@@ -24,7 +24,7 @@ class InferProfileConfig:
     batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     calibration_batches: tuple[int, ...] = (1, 2, 8, 32)  # the planner's line is fitted on these only
     threads: tuple[int, ...] = (1, 2)
-    rounds: int = 3
+    rounds: int = 5  # interleaved over the batch sizes; the median of each
     batch1_calls: int = 20  # for the service-time spread
     replicas: int = 2
     replica_batch: int = 4
@@ -178,8 +178,12 @@ def profile_infer(
     del predictor
     best = max(cfg.threads, key=lambda t: max(r["images_per_s"] for r in rows if r["threads"] == t))
     say(f"1 and {cfg.replicas} replicas x 1 thread, batch {cfg.replica_batch}, side by side")
-    alone = measure_replicas(model, 1, 1, cfg.replica_batch, cfg.replica_seconds)
+    # One replica alone before and after the group (the mean of both), so that load drifting on this shared
+    # machine over the measurement shifts the reference and the group alike.
+    before = measure_replicas(model, 1, 1, cfg.replica_batch, cfg.replica_seconds)
     together = measure_replicas(model, cfg.replicas, 1, cfg.replica_batch, cfg.replica_seconds)
+    after = measure_replicas(model, 1, 1, cfg.replica_batch, cfg.replica_seconds)
+    alone = {k: round((before[k] + after[k]) / 2, 3) for k in before}
     costs = model_costs(config["model_config"])
     w, h = config["input_size"]
     bench = _read_json(bench_json)
@@ -200,7 +204,8 @@ def profile_infer(
             "cpu_s_per_s": together["cpu_s_per_s"],
             "one_replica_images_per_s": alone["images_per_s"],
             "one_replica_cpu_s_per_s": alone["cpu_s_per_s"],
-            "how": "one replica, then all side by side, each a spawned process; cpu_s_per_s = process CPU time "
+            "how": "one replica alone before and after all side by side (the mean of both), each a spawned "
+            "process; cpu_s_per_s = process CPU time "
             "over wall time, summed: the cores the replicas actually got beside other tenants of this machine",
         },
         **costs,

@@ -35,7 +35,7 @@ class TrainProfileConfig:
     steps: int = 4  # measured real-loader steps
     compute_rounds: int = 3  # interleaved compute-only steps at both batch sizes
     decode_samples: int = 64
-    allreduce_reps: int = 10
+    allreduce_reps: int = 15
     allreduce_multiples: tuple[float, ...] = (1.0, 4.0, 16.0)  # x gradient bytes
     synth_frames: int = 48  # when no --data is given
 
@@ -55,24 +55,28 @@ def _free_port() -> int:
 
 
 def _allreduce_worker(rank: int, world: int, port: int, sizes: list[int], reps: int, queue) -> None:
-    """One gloo rank: all-reduce each buffer size ``reps`` times after a barrier; rank 0 reports medians."""
+    """One gloo rank: all-reduce each buffer size ``reps`` times after a barrier, the sizes interleaved (so
+    that a burst of load from another process hits them alike); rank 0 reports medians."""
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        rows = []
-        for size in sizes:
-            buf = torch.ones(max(1, size // 4), dtype=torch.float32)
+        bufs = [torch.ones(max(1, size // 4), dtype=torch.float32) for size in sizes]
+        for buf in bufs:
             for _ in range(2):
                 dist.all_reduce(buf)
-            times = []
-            for _ in range(reps):
+        times: list[list[float]] = [[] for _ in bufs]
+        for _ in range(reps):
+            for buf, ts in zip(bufs, times, strict=True):
                 dist.barrier()
                 t0 = time.perf_counter()
                 dist.all_reduce(buf)
-                times.append(time.perf_counter() - t0)
-            rows.append({"bytes": buf.numel() * 4, "ms": 1e3 * statistics.median(times)})
+                ts.append(time.perf_counter() - t0)
+        rows = [
+            {"bytes": b.numel() * 4, "ms": 1e3 * statistics.median(ts)}
+            for b, ts in zip(bufs, times, strict=True)
+        ]
         if rank == 0:
             queue.put(rows)
     finally:
