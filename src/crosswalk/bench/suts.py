@@ -8,13 +8,13 @@ server's ``/v1/detect``. Both take lists of indices into the in-memory JPEGs and
 from __future__ import annotations
 
 import http.client
-import json
 import socket
 import threading
 import time
 from urllib.parse import urlsplit
 
 import numpy as np
+import orjson
 
 
 class RuntimeSUT:
@@ -102,7 +102,7 @@ class HttpSUT:
             raise RuntimeError(
                 f"HTTP {response.status} from {self.path}: {data[:200].decode(errors='replace')}"
             )
-        return json.loads(data)
+        return orjson.loads(data)
 
     def handle(self, indices: list[int]) -> None:
         for i in indices:
