@@ -24,16 +24,17 @@ class InferProfileConfig:
     batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     calibration_batches: tuple[int, ...] = (1, 2, 8, 32)  # the planner's line is fitted on these only
     threads: tuple[int, ...] = (1, 2)
-    rounds: int = 5  # interleaved over the batch sizes; the median of each
+    rounds: int = 7  # interleaved over the batch sizes; the median of each
     batch1_calls: int = 20  # for the service-time spread
     replicas: int = 2
     replica_batch: int = 4
-    replica_seconds: float = 3.0
+    replica_seconds: float = 1.5  # per phase of each round
+    replica_rounds: int = 4
 
     @classmethod
     def quick(cls, **overrides) -> InferProfileConfig:
         values = dict(batches=(1, 2, 4, 8, 16), calibration_batches=(1, 2, 8), rounds=5, batch1_calls=12,
-                      replica_seconds=2.0)  # fmt: skip
+                      replica_seconds=1.0, replica_rounds=2)  # fmt: skip
         return cls(**{**values, **overrides})
 
 
@@ -44,51 +45,70 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _replica_loop(model, threads: int, batch: int, seconds: float, start, queue) -> None:
+def _replica_loop(model, threads: int, batch: int, commands, results) -> None:
+    """One replica: a Predictor that runs batches for each ``seconds`` it is sent, reporting
+    (images, wall s, CPU s, RSS bytes) after each; None stops it."""
     from crosswalk.infer import Predictor
 
     p = Predictor(model, threads=threads)
     w, h = p.input_size
     x = np.full((batch, h, w, 3), 114, np.uint8)
     p.run(x)
-    start.wait()
-    n, t0, c0 = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - t0 < seconds:
-        p.run(x)
-        n += batch
-    queue.put((n, time.perf_counter() - t0, time.process_time() - c0, _rss_bytes()))
+    results.put(None)  # loaded
+    while (seconds := commands.get()) is not None:
+        n, t0, c0 = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - t0 < seconds:
+            p.run(x)
+            n += batch
+        results.put((n, time.perf_counter() - t0, time.process_time() - c0, _rss_bytes()))
 
 
-def measure_replicas(model, replicas: int, threads: int, batch: int, seconds: float) -> dict:
-    """``replicas`` processes, each a Predictor with ``threads`` threads, running together: their summed
-    images/s, the CPU-seconds per second the OS gave them (process time), summed, and the largest RSS."""
+def measure_replicas(model, replicas: int, threads: int, batch: int, seconds: float, rounds: int = 3) -> dict:
+    """One replica alone against ``replicas`` side by side, each a spawned process with its own Predictor
+    of ``threads`` threads, in ``rounds`` alternations of ``seconds`` each (so that load drifting on a shared
+    machine hits both alike). Returns ``alone`` and ``together``: images/s (summed over replicas), the
+    CPU-seconds per second the OS gave them (process time, summed), and the largest RSS in MB."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    queue, start = ctx.Queue(), ctx.Event()
+    commands = [ctx.Queue() for _ in range(replicas)]
+    results = [ctx.Queue() for _ in range(replicas)]
     procs = [
-        ctx.Process(target=_replica_loop, args=(model, threads, batch, seconds, start, queue))
-        for _ in range(replicas)
+        ctx.Process(target=_replica_loop, args=(model, threads, batch, commands[r], results[r]))
+        for r in range(replicas)
     ]
-    for p in procs:
-        p.start()
+    runs: dict[str, list] = {"alone": [], "together": []}
     try:
-        time.sleep(0.2)
-        start.set()
-        results = [queue.get(timeout=300) for _ in procs]
+        for proc in procs:
+            proc.start()
+        for q in results:
+            q.get(timeout=300)
+        for _ in range(rounds):
+            for phase, active in (("alone", 1), ("together", replicas)):
+                for q in commands[:active]:
+                    q.put(seconds)
+                runs[phase].append([results[r].get(timeout=300) for r in range(active)])
     finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-    images_per_s = sum(n / wall for n, wall, _, _ in results)
-    cpu_per_s = sum(cpu / wall for _, wall, cpu, _ in results)
-    rss_mb = max(rss for *_, rss in results) / 2**20
-    return {
-        "images_per_s": round(images_per_s, 2),
-        "cpu_s_per_s": round(cpu_per_s, 3),
-        "rss_mb": round(rss_mb, 1),
-    }
+        for q in commands:
+            q.put(None)
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+
+    def summary(phase_runs: list) -> dict:
+        # Rates over the rounds' summed time: images / wall and CPU / wall, per replica, then summed.
+        per_replica = list(zip(*phase_runs, strict=True))
+        images = sum(sum(n for n, *_ in rs) / sum(wall for _, wall, *_ in rs) for rs in per_replica)
+        cpu = sum(sum(c for *_, c, _ in rs) / sum(wall for _, wall, *_ in rs) for rs in per_replica)
+        rss = max(r[3] for rs in per_replica for r in rs)
+        return {
+            "images_per_s": round(images, 2),
+            "cpu_s_per_s": round(cpu, 3),
+            "rss_mb": round(rss / 2**20, 1),
+        }
+
+    return {phase: summary(r) for phase, r in runs.items()}
 
 
 def model_costs(model_config: dict) -> dict:
@@ -178,12 +198,10 @@ def profile_infer(
     del predictor
     best = max(cfg.threads, key=lambda t: max(r["images_per_s"] for r in rows if r["threads"] == t))
     say(f"1 and {cfg.replicas} replicas x 1 thread, batch {cfg.replica_batch}, side by side")
-    # One replica alone before and after the group (the mean of both), so that load drifting on this shared
-    # machine over the measurement shifts the reference and the group alike.
-    before = measure_replicas(model, 1, 1, cfg.replica_batch, cfg.replica_seconds)
-    together = measure_replicas(model, cfg.replicas, 1, cfg.replica_batch, cfg.replica_seconds)
-    after = measure_replicas(model, 1, 1, cfg.replica_batch, cfg.replica_seconds)
-    alone = {k: round((before[k] + after[k]) / 2, 3) for k in before}
+    scaling = measure_replicas(
+        model, cfg.replicas, 1, cfg.replica_batch, cfg.replica_seconds, cfg.replica_rounds
+    )
+    alone, together = scaling["alone"], scaling["together"]
     costs = model_costs(config["model_config"])
     w, h = config["input_size"]
     bench = _read_json(bench_json)
@@ -204,8 +222,8 @@ def profile_infer(
             "cpu_s_per_s": together["cpu_s_per_s"],
             "one_replica_images_per_s": alone["images_per_s"],
             "one_replica_cpu_s_per_s": alone["cpu_s_per_s"],
-            "how": "one replica alone before and after all side by side (the mean of both), each a spawned "
-            "process; cpu_s_per_s = process CPU time "
+            "how": f"one replica alone, then all side by side, alternated {cfg.replica_rounds} times for "
+            f"{cfg.replica_seconds} s each, each replica a spawned process; cpu_s_per_s = process CPU time "
             "over wall time, summed: the cores the replicas actually got beside other tenants of this machine",
         },
         **costs,
