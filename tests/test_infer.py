@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -78,6 +79,19 @@ def test_export_refuses_a_non_empty_target(tiny_package: Path, tmp_path: Path) -
     with pytest.raises(FileExistsError, match="not empty"):
         export_package(tiny_package, tmp_path / "1")
     assert (tmp_path / "1" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("backend, name", [("onnxruntime", "model.onnx"), ("torch", "model.safetensors")])
+def test_predictor_refuses_a_file_changed_after_export(
+    tiny_package: Path, tmp_path: Path, backend, name
+) -> None:
+    package = tmp_path / "pkg"
+    shutil.copytree(tiny_package, package)
+    data = bytearray((package / name).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (package / name).write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=f"{name}: sha256 .* does not match"):
+        Predictor(package, backend=backend, warmup=False)
 
 
 def test_numpy_postprocess_matches_torchvision_decode(frame: bytes) -> None:

@@ -113,6 +113,21 @@ class Predictor:
             "metrics": meta.get("metrics", {}),
         }
 
+    def _verified(self, path: Path) -> Path:
+        """``path``, after checking it against the sha256 that ``config.json`` records for it (a package from
+        ``crosswalk export``): a file changed or damaged after export fails here, not as wrong boxes."""
+        expected = self.config.get("files", {}).get(path.name)
+        if expected is not None and path.parent == self.path:
+            from crosswalk.infer.export import sha256_file
+
+            actual = sha256_file(path)
+            if actual != expected:
+                raise ValueError(
+                    f"{path}: sha256 {actual[:16]}... does not match {expected[:16]}... recorded in "
+                    f"{self.path / 'config.json'}; the file changed after export (re-export the package)"
+                )
+        return path
+
     def _onnx_path(self) -> Path:
         path = self.path / "model.onnx"
         if path.is_file():
@@ -144,7 +159,7 @@ class Predictor:
             wanted = [
                 p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available
             ] + wanted
-        session = ort.InferenceSession(str(self._onnx_path()), opts, providers=wanted)
+        session = ort.InferenceSession(str(self._verified(self._onnx_path())), opts, providers=wanted)
         self.providers = session.get_providers()
         name = session.get_inputs()[0].name
 
@@ -163,7 +178,7 @@ class Predictor:
 
         torch.set_num_threads(self.threads)
         net = build_detector(DetectorConfig.from_dict(self.config["model_config"]))
-        weights = self.path / "model.safetensors"
+        weights = self._verified(self.path / "model.safetensors")
         net.load_state_dict(load_file(str(weights)))
         device = torch.device(self.device)
         module = ServingModule(net.eval().to(device).to(memory_format=torch.channels_last)).eval()
@@ -186,8 +201,9 @@ class Predictor:
     def load_image(self, image: bytes | np.ndarray) -> np.ndarray:
         return as_rgb(image, self.max_pixels)
 
-    def prepare(self, image: np.ndarray) -> Prepared:
-        return prepare(image, self.input_size)
+    def prepare(self, image: bytes | np.ndarray) -> Prepared:
+        """Encoded bytes or an RGB array -> the letterboxed input and the way back (``load_image`` first)."""
+        return prepare(self.load_image(image), self.input_size)
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         w, h = self.input_size
@@ -236,7 +252,7 @@ class Predictor:
         min_score: float | None = None,
         classes: list[int] | list[str] | None = None,
     ) -> list[list[Detection]]:
-        preps = [self.prepare(self.load_image(im)) for im in images]
+        preps = [self.prepare(im) for im in images]
         if not preps:
             return []
         boxes, scores = self.run(np.stack([p.pixels for p in preps]))

@@ -147,7 +147,7 @@ class DetectorService:
             raise HTTPException(400, f"classes: {e}") from None
 
     def _prepare(self, images: list[bytes | np.ndarray]) -> list[Prepared]:
-        return [self.predictor.prepare(self.predictor.load_image(image)) for image in images]
+        return [self.predictor.prepare(image) for image in images]
 
     async def detect(
         self,

@@ -128,7 +128,7 @@ class DetectorDeployment:
             )
         try:
             min_score, classes = _detect_params(request.query_params, self.predictor)
-            prep = await asyncio.to_thread(lambda: self.predictor.prepare(self.predictor.load_image(body)))
+            prep = await asyncio.to_thread(self.predictor.prepare, body)
         except (ImageError, ValueError) as e:  # ImageError is a ValueError; both are the client's to fix
             return JSONResponse({"error": str(e)}, status_code=400)
         boxes, scores = await self.run_batch(prep.pixels)
