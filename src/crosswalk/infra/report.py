@@ -288,6 +288,8 @@ crosswalk command wrote; planned figures carry their formula in <code>plan.json<
 {% if scenarios %}<table><tr><th>scenario</th><th>speed km/h</th><th>condition</th><th>collision</th><th>min gap m</th><th>first detection m</th><th>latency ms</th></tr>
 {% for s in scenarios %}<tr><td>{{ s.name }}</td><td class="num">{{ s.speed_kmh }}</td><td>{{ s.condition }}</td><td class="{{ 'bad' if s.collision == 'yes' else 'ok' }}">{{ s.collision }}</td><td class="num">{{ s.min_gap_m }}</td><td class="num">{{ s.first_detection_m }}</td><td class="num">{{ s.latency_ms }}</td></tr>{% endfor %}</table>
 {% if safe %}<table class="kv"><tr><th>speed</th><th>condition</th><th>max safe latency (ms)</th></tr>{% for r in safe %}<tr><td>{{ r[0] }}</td><td>{{ r[1] }}</td><td class="num">{{ r[2] }}</td></tr>{% endfor %}</table>{% endif %}
+{% if distance_rows %}<table><tr><th>distance error, 10-40 m</th><th>per box: median %</th><th>within 10%</th><th>tracked: median %</th><th>within 10%</th></tr>
+{% for r in distance_rows %}<tr><td>{{ r[0] }}</td>{% for v in r[1:] %}<td class="num">{{ v }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}
 {% else %}<p class="notrun">vehicle loop (drive.json): not run</p>{% endif %}
 <div class="grid">{% for f in figures.vehicle %}<figure><img src="{{ f.uri }}" alt="{{ f.caption }}"><figcaption>{{ f.caption }}</figcaption></figure>{% endfor %}</div>
 </section>
@@ -343,6 +345,12 @@ def render_report(inputs: dict, from_dir: str | Path = "outputs") -> str:
         for speed, by in (_get(drive, "max_safe_latency_ms") or {}).items()
         for cond, v in (by.items() if isinstance(by, dict) else [("all", by)])
     ]
+    by_box = _get(drive, "distance_error_by_condition") or {}
+    tracked = _get(drive, "distance_error_tracked_by_condition") or {}
+    distance_rows = [
+        (cond, *(_fmt(e.get(k)) for e in (by_box.get(cond, {}), tracked.get(cond, {})) for k in ("median_abs_pct", "within_10pct")))
+        for cond in by_box
+    ]  # fmt: skip
     pt = inputs["profile_train"]
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     ctx = {
@@ -351,6 +359,7 @@ def render_report(inputs: dict, from_dir: str | Path = "outputs") -> str:
         "toc": [("needs", "Six needs"), ("data", "Data"), ("trainer", "Trainer"), ("server", "Server"),
                 ("vehicle", "Vehicle loop"), ("plan", "Plan")],
         "needs": needs_table(inputs),
+        "distance_rows": distance_rows,
         "data_stats": _kv(stats, ["frames", "objects_per_frame", "pedestrians_per_frame", "frames_without_pedestrians",
                                    "ignore", "truncated"]) + [(k, _fmt(stats.get(k))) for k in ("objects", "lighting", "weather") if stats and k in stats],
         "bench_data": _kv(inputs["bench_data"]),
