@@ -109,6 +109,9 @@ def test_detect_returns_boxes_in_original_pixels(client):
     assert body["detections"][0]["box"] == pytest.approx([16, 16, 48, 48])
     assert body["detections"][0]["score"] == pytest.approx(0.9)
     assert r.headers["x-request-id"]
+    timing = dict(part.strip().split(";dur=") for part in r.headers["server-timing"].split(","))
+    assert set(timing) == {"decode", "queue", "compute"} and all(float(v) >= 0 for v in timing.values())
+    assert float(timing["compute"]) > 0
 
 
 def test_detect_png_multipart_and_filters(client):

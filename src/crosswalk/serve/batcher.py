@@ -165,6 +165,7 @@ class WorkItem:
     deadline_s: float | None
     future: asyncio.Future = field(repr=False)
     dispatched_s: float | None = None
+    compute_s: float | None = None  # run time of the batch it went in
 
 
 class BatcherMetrics(Protocol):
@@ -375,6 +376,7 @@ class DynamicBatcher:
             if self.metrics is not None:
                 self.metrics.computed(len(batch), seconds)
             for item, result in zip(batch, results, strict=True):
+                item.compute_s = seconds
                 if not item.future.done():
                     item.future.set_result(result)
         finally:
