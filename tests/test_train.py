@@ -118,6 +118,23 @@ def test_run_folder_outputs(data, tmp_path):
         train(resolve_config(None, TINY), data, run)
 
 
+def test_init_from_starts_at_the_given_weights(data, tmp_path):
+    from safetensors.torch import load_file
+
+    source = tmp_path / "source"
+    train(resolve_config(None, [*TINY, "steps=2"]), data, source)
+    tuned = tmp_path / "tuned"
+    train(resolve_config(None, [*TINY, "steps=1", "lr=1e-12", "seed=4", f"init_from={source}"]), data, tuned)
+    before = load_file(str(source / "weights" / "model.safetensors"))
+    after = load_file(str(tuned / "weights" / "model.safetensors"))
+    weights = [k for k in before if "running_" not in k and "num_batches" not in k]  # BN statistics move
+    assert weights
+    for k in weights:  # one step at lr 1e-12 leaves the weights where init_from put them
+        torch.testing.assert_close(after[k], before[k], atol=1e-6, rtol=0, msg=k)
+    with pytest.raises(ValueError, match="does not fit this model"):
+        train(resolve_config(None, [*TINY, "width_mult=0.25", f"init_from={source}"]), data, tmp_path / "x")
+
+
 def test_unknown_config_key_lists_valid_ones():
     with pytest.raises(ValueError, match="unknown config key 'learning_rate'.*valid keys: .*lr"):
         resolve_config(None, ["learning_rate=0.1"])

@@ -127,6 +127,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except (FileExistsError, FileNotFoundError, ValueError) as e:  # run folder, --resume, init_from
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if int(os.environ.get("RANK", "0")) == 0:
         print(
             f"run {result.run}: {result.step} steps; weights {result.run / 'weights' / 'model.safetensors'}"

@@ -35,6 +35,9 @@ class TrainConfig:
     checkpoint_every: int = 200
     eval_every: int = 0  # 0: only at the end
     eval_score_threshold: float = 0.01
+    # Start from these weights instead of a random initialisation (fine-tuning): a run, its weights/ folder,
+    # a model package or the .safetensors file; the model must have the same architecture and classes.
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         if self.amp not in ("auto", "on", "off"):

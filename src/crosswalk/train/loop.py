@@ -137,6 +137,22 @@ def train(
         cleanup(d)
 
 
+def _init_weights(model: torch.nn.Module, source: str) -> None:
+    """Load safetensors weights into ``model`` (same architecture required), for fine-tuning."""
+    from safetensors.torch import load_file
+
+    from crosswalk.train.runs import weights_path
+
+    path = weights_path(source)
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except RuntimeError as e:  # missing / unexpected keys or shape mismatches
+        raise ValueError(
+            f"init_from={source}: {path} does not fit this model (preset, width/depth or classes differ): "
+            f"{str(e).splitlines()[0]}"
+        ) from None
+
+
 def _train(cfg: TrainConfig, data: Path, run: Path, val: Path | None, resume: bool, d: Dist) -> RunResult:
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // d.world_size))
     ledger = run / "checkpoints.json"
@@ -158,6 +174,10 @@ def _train(cfg: TrainConfig, data: Path, run: Path, val: Path | None, resume: bo
     mcfg = model_config_for(cfg, loader.categories)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = build_detector(mcfg).to(d.device)
+    if cfg.init_from and not resume:
+        _init_weights(model, cfg.init_from)
+        if d.main:
+            print(f"initialised from {cfg.init_from}")
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
