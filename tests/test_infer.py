@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -228,3 +230,15 @@ def test_predict_cli_with_the_shipped_reference_model(tmp_path: Path, frame: byt
     assert (record["width"], record["height"]) == (512, 288)
     assert len(record["detections"]) > 0
     assert cv2.imread(str(tmp_path / "pred" / "street.jpg")).shape == (288, 512, 3)
+
+
+def test_serving_path_never_imports_torch() -> None:
+    """A replacement replica must start in about a second: loading the shipped package for onnxruntime (hash
+    check included) and the app must not pull in torch, whose import takes seconds on a busy machine."""
+    code = (
+        "import sys, crosswalk.serve.app\n"
+        "from crosswalk.infer import Predictor\n"
+        "Predictor(None, warmup=False)\n"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
