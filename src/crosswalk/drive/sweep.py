@@ -238,5 +238,5 @@ def format_tables(report: dict) -> str:
             for c, e in report[key].items()
             if e.get("n")
         ]
-        lines.append(f"{label:>10s}: " + "  ".join(cells))
+        lines.append(f"{label:>10s}: " + ("  ".join(cells) or "no fix in range"))
     return "\n".join(lines)
