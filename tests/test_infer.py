@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from crosswalk.cli import main
+from crosswalk.data.shards import sha256_file
 from crosswalk.infer import ImageError, Predictor
-from crosswalk.infer.export import ServingModule, export_package, sha256_file
+from crosswalk.infer.export import ServingModule, export_package
 from crosswalk.infer.image import decode, prepare
 from crosswalk.infer.postprocess import select
 from crosswalk.model import DetectorConfig, build_detector, normalize

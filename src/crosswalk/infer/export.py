@@ -17,7 +17,6 @@ identical post-NMS detections, or the export fails.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from crosswalk.data.shards import sha256_file
 from crosswalk.model import (
     BOX,
     MEAN_RGB,
@@ -56,10 +56,6 @@ class ServingModule(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         out = self.net(normalize(images))
         return out[..., BOX], scores_from_outputs(out)
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def export_onnx(net: nn.Module, path: Path, max_batch: int = 64) -> None:

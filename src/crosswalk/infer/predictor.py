@@ -17,7 +17,6 @@ Backends: ``onnxruntime`` (the default: 1.4x faster than eager PyTorch on this C
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -119,9 +118,9 @@ class Predictor:
         ``crosswalk export``): a file changed or damaged after export fails here, not as wrong boxes."""
         expected = self.config.get("files", {}).get(path.name)
         if expected is not None and path.parent == self.path:
-            # hashlib here, not export.sha256_file: that module imports torch, which a serving replica never
-            # loads (it would add seconds to a replacement replica's start).
-            actual = hashlib.sha256(path.read_bytes()).hexdigest()
+            from crosswalk.data.shards import sha256_file  # torch-free: a serving replica never loads torch
+
+            actual = sha256_file(path)
             if actual != expected:
                 raise ValueError(
                     f"{path}: sha256 {actual[:16]}... does not match {expected[:16]}... recorded in "
