@@ -59,6 +59,21 @@ def corridor_interval(x_m: float, vx_ms: float, half_width_m: float) -> tuple[fl
     return max(t_in, 0.0), t_out
 
 
+def _distance_m(y_m: float, ego_travel_m: float, car: CarShape, cfg: PolicyConfig) -> float:
+    """Front bumper to the near edge of a person at world y (the camera started at y = 0)."""
+    return y_m - cfg.ped_radius_m - (ego_travel_m + car.camera_to_bumper_m)
+
+
+def _passage_s(distance_m: float, speed_ms: float, car: CarShape, cfg: PolicyConfig) -> tuple[float, float]:
+    """(time until the bumper reaches the person's line, time the car then takes to pass it)."""
+    return max(distance_m, 0.0) / speed_ms, (car.length_m + 2 * cfg.ped_radius_m) / speed_ms
+
+
+def _half_width_m(car: CarShape, cfg: PolicyConfig) -> float:
+    """Half the car's path: half its width plus the safety margin."""
+    return car.width_m / 2 + cfg.lateral_margin_m
+
+
 def conflict(
     x_m: float,
     y_m: float,
@@ -73,12 +88,11 @@ def conflict(
 
     Returns (conflict, ttc_s, distance_m, t_in_s, t_out_s); the camera started at y = 0, the person's y is
     fixed (a crossing pedestrian's motion along the road is noise to this rule)."""
-    distance = y_m - cfg.ped_radius_m - (ego_travel_m + car.camera_to_bumper_m)
+    distance = _distance_m(y_m, ego_travel_m, car, cfg)
     if distance < -car.length_m or speed_ms <= 0:
         return False, math.inf, distance, math.inf, math.inf
-    ttc = max(distance, 0.0) / speed_ms
-    pass_s = (car.length_m + 2 * cfg.ped_radius_m) / speed_ms
-    t_in, t_out = corridor_interval(x_m, vx_ms, car.width_m / 2 + cfg.lateral_margin_m)
+    ttc, pass_s = _passage_s(distance, speed_ms, car, cfg)
+    t_in, t_out = corridor_interval(x_m, vx_ms, _half_width_m(car, cfg))
     hit = ttc <= horizon_s and t_in <= ttc + pass_s and t_out >= ttc
     return hit, ttc, distance, t_in, t_out
 
@@ -136,9 +150,7 @@ def _worst_velocity(
     hi = min(vx + cfg.motion_sigmas * sigma, cfg.max_speed_ms)
     if speed_ms <= 0:
         return vx
-    distance = y_m - cfg.ped_radius_m - (ego_travel_m + car.camera_to_bumper_m)
-    ttc = max(distance, 0.0) / speed_ms
-    pass_s = (car.length_m + 2 * cfg.ped_radius_m) / speed_ms
-    need_lo, need_hi = entering_velocities(x_m, car.width_m / 2 + cfg.lateral_margin_m, ttc, ttc + pass_s)
+    ttc, pass_s = _passage_s(_distance_m(y_m, ego_travel_m, car, cfg), speed_ms, car, cfg)
+    need_lo, need_hi = entering_velocities(x_m, _half_width_m(car, cfg), ttc, ttc + pass_s)
     lo, hi = max(lo, need_lo), min(hi, need_hi)
     return vx if lo > hi else min(max(vx, lo), hi)
