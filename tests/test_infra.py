@@ -115,10 +115,25 @@ def test_p99_adds_overhead_fill_queue_and_service() -> None:
 
 def test_line_fits_are_exact_on_exact_data() -> None:
     assert fit_line([1, 2, 8], [12, 22, 82]) == pytest.approx((2.0, 10.0))
+    assert fit_line([1, 2, 8], [12, 22, 82], relative=True) == pytest.approx((2.0, 10.0))
     alpha, bw = fit_alpha_beta([1e6, 16e6], [0.001 + 1e6 / 1e9, 0.001 + 16e6 / 1e9])
     assert (alpha, bw) == pytest.approx((0.001, 1e9))
     with pytest.raises(ValueError, match="two distinct"):
         fit_line([4, 4], [1, 2])
+
+
+def test_relative_fit_weighs_small_batches_like_large_ones() -> None:
+    # Batch 32 measured 5% off the line: plain least squares follows it and misses batch 1 by 2.2%; the
+    # relative fit spreads the misfit (batch 1 off by 0.8%) and has the smaller sum of squared relative errors.
+    xs, ys = [1, 2, 32], [12.0, 22.0, 322.0 * 1.05]
+
+    def relative_errors(line: tuple[float, float]) -> list[float]:
+        a, c = line
+        return [abs(a + c * x - y) / y for x, y in zip(xs, ys, strict=True)]
+
+    plain, relative = relative_errors(fit_line(xs, ys)), relative_errors(fit_line(xs, ys, relative=True))
+    assert plain[0] == pytest.approx(0.0216, abs=1e-3) and relative[0] == pytest.approx(0.0082, abs=1e-3)
+    assert sum(e**2 for e in relative) < sum(e**2 for e in plain)
 
 
 # ---- catalog ------------------------------------------------------------------------------------------------

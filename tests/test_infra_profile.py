@@ -61,7 +61,7 @@ def test_profile_infer_on_a_tiny_weights(tiny_weights: Path, tmp_path: Path) -> 
                              replica_batch=2, replica_seconds=0.5)  # fmt: skip
     p = profile_infer(tiny_weights, cfg, bench_json=bench, progress=False)
     assert [(r["threads"], r["batch"]) for r in p["rows"]] == [(1, 1), (1, 2), (1, 4)]
-    assert all(r["p50_ms"] > 0 and r["images_per_s"] > 0 for r in p["rows"])
+    assert all(r["p50_ms"] > 0 and r["p50_ms_paired"] > 0 and r["images_per_s"] > 0 for r in p["rows"])
     assert p["input_size"] == [128, 96] and p["input_bytes_per_image"] == 128 * 96 * 3
     assert (
         p["gflops_forward_per_image"] > 0

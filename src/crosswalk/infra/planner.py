@@ -42,13 +42,19 @@ def fit_alpha_beta(sizes_bytes: list[float], times_s: list[float]) -> tuple[floa
     return line[0], 1.0 / line[1]
 
 
-def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """Least-squares (intercept, slope); with two points, the line through them."""
-    n = len(xs)
-    if n < 2 or len(set(xs)) < 2:
+def fit_line(xs: list[float], ys: list[float], relative: bool = False) -> tuple[float, float]:
+    """Least-squares (intercept, slope); with two points, the line through them. ``relative``: minimise the
+    squared relative residuals (weights 1/y^2), so that a batch-1 latency counts as much as a batch-32 one
+    instead of the largest batch setting the line alone."""
+    if len(xs) < 2 or len(set(xs)) < 2:
         raise ValueError(f"a line needs two distinct x values, got {xs}")
-    mx, my = sum(xs) / n, sum(ys) / n
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+    ws = [1 / y**2 for y in ys] if relative else [1.0] * len(xs)
+    total = sum(ws)
+    mx = sum(w * x for w, x in zip(ws, xs, strict=True)) / total
+    my = sum(w * y for w, y in zip(ws, ys, strict=True)) / total
+    slope = sum(w * (x - mx) * (y - my) for w, x, y in zip(ws, xs, ys, strict=True)) / sum(
+        w * (x - mx) ** 2 for w, x in zip(ws, xs, strict=True)
+    )
     return my - slope * mx, slope
 
 
@@ -301,13 +307,19 @@ def device_latency_line(profile: dict, device: dict, assumptions: dict) -> dict:
     ) | {"bound": "compute" if compute_s >= memory_s else "memory"}
 
 
+def latency_ms(row: dict) -> float:
+    """A profile row's p50 latency: the one paired with batch-1 calls (one host speed level for every batch
+    size, see profile_infer) when the profile has it, else the plain median."""
+    return row.get("p50_ms_paired", row["p50_ms"])
+
+
 def measured_latency_line(profile: dict, threads: int) -> dict:
     """(a_ms, c_ms) fitted by least squares on this machine's p50 latency at the calibration batch sizes."""
     rows = [
         r for r in profile["rows"] if r["threads"] == threads and r["batch"] in profile["calibration_batches"]
     ]
-    a, c = fit_line([r["batch"] for r in rows], [r["p50_ms"] for r in rows])
-    return _d((a, c), "least squares of p50 latency on batch (measured, ORT on this machine)",
+    a, c = fit_line([r["batch"] for r in rows], [latency_ms(r) for r in rows], relative=True)
+    return _d((a, c), "least squares of relative residuals, p50 latency (paired with batch 1) on batch (measured, ORT on this machine)",
               threads=threads, batches=[r["batch"] for r in rows]) | {"bound": "measured"}  # fmt: skip
 
 

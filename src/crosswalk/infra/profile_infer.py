@@ -2,6 +2,10 @@
 
 Runs ``crosswalk.infer.Predictor.run`` (the network only, onnxruntime) on letterboxed uint8 batches: each
 round times every batch size once, rounds interleaved so drifting background load hits all sizes alike.
+This machine's speed also jumps between levels for seconds at a time (the same batch-1 call takes 12.5 ms
+for a while, then 21.5 ms: other tenants of the host), so every timed call is paired with a batch-1 call
+just before it: ``p50_ms_paired`` = the median of (call / its batch-1 call) x the median batch-1 time, one
+speed level for all batch sizes. ``p50_ms`` is the plain median of the calls.
 Also: the service-time spread at batch 1 (for the planner's queueing model), memory per replica (the RSS of a
 replica process, a Predictor in its own interpreter, after it has run), two replicas
 run side by side (``plan --validate`` predicts their throughput), the model's FLOPs, forward bytes and
@@ -24,17 +28,17 @@ class InferProfileConfig:
     batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     calibration_batches: tuple[int, ...] = (1, 2, 8, 32)  # the planner's line is fitted on these only
     threads: tuple[int, ...] = (1, 2)
-    rounds: int = 7  # interleaved over the batch sizes; the median of each
+    rounds: int = 11  # interleaved over the batch sizes; the median of each
     batch1_calls: int = 20  # for the service-time spread
     replicas: int = 2
     replica_batch: int = 4
-    replica_seconds: float = 1.5  # per phase of each round
-    replica_rounds: int = 4
+    replica_seconds: float = 0.6  # per phase of each round: short, so both phases see the same host load
+    replica_rounds: int = 10
 
     @classmethod
     def quick(cls, **overrides) -> InferProfileConfig:
         values = dict(batches=(1, 2, 4, 8, 16), calibration_batches=(1, 2, 8), rounds=5, batch1_calls=12,
-                      replica_seconds=1.0, replica_rounds=2)  # fmt: skip
+                      replica_seconds=0.5, replica_rounds=4)  # fmt: skip
         return cls(**{**values, **overrides})
 
 
@@ -164,27 +168,26 @@ def profile_infer(
         for x in xs.values():
             predictor.run(x)
         times = {b: [] for b in cfg.batches}
+        ref = {b: [] for b in cfg.batches}  # a batch-1 call just before each timed call
         for _ in range(cfg.rounds):
             for b, x in xs.items():
-                t0 = time.perf_counter()
-                predictor.run(x)
-                times[b].append(time.perf_counter() - t0)
-        ones = []
-        for _ in range(cfg.batch1_calls):
-            t0 = time.perf_counter()
-            predictor.run(xs[1])
-            ones.append(time.perf_counter() - t0)
+                ref[b].append(_timed(predictor.run, xs[1]))
+                times[b].append(_timed(predictor.run, x))
+        ones = [_timed(predictor.run, xs[1]) for _ in range(cfg.batch1_calls)]
         times[1] += ones
         if t == cfg.threads[0]:
             mean = statistics.fmean(ones)
             service_cv2 = statistics.pvariance(ones) / mean**2
+        level = float(np.median(np.concatenate([ref[b] for b in cfg.batches]))) * 1e3
         for b, ts in times.items():
             ms = np.array(ts) * 1e3
             p50 = float(np.median(ms))
+            paired = float(np.median(np.array(ts[: cfg.rounds]) / np.array(ref[b]))) * level
             rows.append({
                 "threads": t,
                 "batch": b,
                 "p50_ms": round(p50, 3),
+                "p50_ms_paired": round(paired, 3),
                 "p90_ms": round(float(np.percentile(ms, 90)), 3),
                 "p99_ms": round(float(np.percentile(ms, 99)), 3),
                 "images_per_s": round(b / p50 * 1e3, 2),
@@ -238,6 +241,12 @@ def profile_infer(
         f"{cfg.replicas} replicas: {together['images_per_s']:.1f} images/s on {together['cpu_s_per_s']:.2f} cores; memory per replica {result['memory_per_replica_mb']} MB"
     )
     return result
+
+
+def _timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
 
 
 def _jpeg_bytes(frames: int = 4) -> int:

@@ -4,7 +4,7 @@ Each check calibrates on some measured points of this machine's profiles and pre
 
 - training step time: calibrated images/s at the calibration batch -> step time at the held-out batch;
 - inference latency: the line a + c*b fitted on the calibration batches -> every other measured batch,
-  for each thread count;
+  for each thread count (latencies paired with batch-1 calls, so that all are at one host speed level);
 - replicas: one replica's images per CPU-second x the CPU-seconds per second the replicas were given (process
   time; on a machine shared with other tenants the cores a job gets vary from minute to minute) -> the
   replicas' summed images/s: the planner's "replicas scale with the cores they get" assumption;
@@ -16,7 +16,7 @@ Errors are |predicted - measured| / measured, reported for every check whatever 
 
 from __future__ import annotations
 
-from crosswalk.infra.planner import fit_alpha_beta, fit_line
+from crosswalk.infra.planner import fit_alpha_beta, fit_line, latency_ms
 
 
 def _check(name: str, calibrated_on: str, predicted: float, measured: float, unit: str) -> dict:
@@ -68,7 +68,7 @@ def inference_checks(profile: dict) -> list[dict]:
     for threads in sorted({r["threads"] for r in profile["rows"]}):
         rows = [r for r in profile["rows"] if r["threads"] == threads]
         fit = [r for r in rows if r["batch"] in calib]
-        a, c = fit_line([r["batch"] for r in fit], [r["p50_ms"] for r in fit])
+        a, c = fit_line([r["batch"] for r in fit], [latency_ms(r) for r in fit], relative=True)
         for r in rows:
             if r["batch"] not in calib:
                 out.append(
@@ -76,7 +76,7 @@ def inference_checks(profile: dict) -> list[dict]:
                         f"inference p50 latency, batch {r['batch']}, {threads} thread(s)",
                         f"a + c*b fitted on batches {calib}",
                         a + c * r["batch"],
-                        r["p50_ms"],
+                        latency_ms(r),
                         "ms",
                     )
                 )
