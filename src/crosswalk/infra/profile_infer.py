@@ -37,8 +37,8 @@ class InferProfileConfig:
 
     @classmethod
     def quick(cls, **overrides) -> InferProfileConfig:
-        values = dict(batches=(1, 2, 4, 8, 16), calibration_batches=(1, 2, 8), rounds=5, batch1_calls=12,
-                      replica_seconds=0.5, replica_rounds=4)  # fmt: skip
+        values = dict(batches=(1, 2, 4, 8, 16), calibration_batches=(1, 2, 8), rounds=9, batch1_calls=12,
+                      replica_seconds=0.5, replica_rounds=6)  # fmt: skip
         return cls(**{**values, **overrides})
 
 
