@@ -18,6 +18,7 @@ from typing import Any
 import jinja2
 
 from crosswalk.infer.predictor import REFERENCE_MODEL
+from crosswalk.infra.planner import latency_ms
 
 SECTIONS = ("needs", "data", "trainer", "server", "vehicle", "plan")
 SKIP_DIRS = {"data", "runs", "loadgen"}
@@ -99,7 +100,10 @@ def _plots(inputs: dict) -> dict[str, list[dict]]:
         for t in sorted({r["threads"] for r in pi["rows"]}):
             rows = [r for r in pi["rows"] if r["threads"] == t]
             ax.plot(
-                [r["batch"] for r in rows], [r["p50_ms"] for r in rows], "o-", label=f"{t} thread(s), p50"
+                [r["batch"] for r in rows],
+                [latency_ms(r) for r in rows],
+                "o-",
+                label=f"{t} thread(s), p50" + (" paired with batch 1" if "p50_ms_paired" in rows[0] else ""),
             )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -278,8 +282,8 @@ crosswalk command wrote; planned figures carry their formula in <code>plan.json<
 <section id="server"><h2>Server</h2>
 {% if bench_infer %}<table class="kv">{% for k, v in bench_infer %}<tr><th>{{ k }}</th><td class="num">{{ v }}</td></tr>{% endfor %}</table>
 {% else %}<p class="notrun">inference benchmark (bench_infer.json): not run</p>{% endif %}
-{% if infer_rows %}<table><tr><th>threads</th><th>batch</th><th>p50 ms</th><th>p90 ms</th><th>images/s</th></tr>
-{% for r in infer_rows %}<tr><td class="num">{{ r.threads }}</td><td class="num">{{ r.batch }}</td><td class="num">{{ r.p50_ms }}</td><td class="num">{{ r.p90_ms }}</td><td class="num">{{ r.images_per_s }}</td></tr>{% endfor %}</table>
+{% if infer_rows %}<table><tr><th>threads</th><th>batch</th><th>p50 ms</th><th>p50 ms (paired)</th><th>p90 ms</th><th>images/s</th></tr>
+{% for r in infer_rows %}<tr><td class="num">{{ r.threads }}</td><td class="num">{{ r.batch }}</td><td class="num">{{ r.p50_ms }}</td><td class="num">{{ r.p50_ms_paired if r.p50_ms_paired is defined else "" }}</td><td class="num">{{ r.p90_ms }}</td><td class="num">{{ r.images_per_s }}</td></tr>{% endfor %}</table>
 {% else %}<p class="notrun">inference profile (profile_infer.json): not run</p>{% endif %}
 <div class="grid">{% for f in figures.server %}<figure><img src="{{ f.uri }}" alt="{{ f.caption }}"><figcaption>{{ f.caption }}</figcaption></figure>{% endfor %}</div>
 </section>
