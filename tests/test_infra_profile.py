@@ -45,6 +45,9 @@ def test_profile_train_on_a_tiny_dataset(tmp_path: Path) -> None:
         sum(step[k] for k in parts), abs=0.05
     )
     assert set(p["compute_only"]) == {"4", "8"}
+    small, big = p["compute_only"]["4"], p["compute_only"]["8"]
+    assert len(small["steps_ms"]) == len(big["steps_ms"]) + 1  # each big step between two small ones
+    assert big["step_ms_paired"] > 0
     rows = p["allreduce"]["rows"]  # a real 2-rank gloo run: gradient bytes x 1, 4, 16
     assert [r["bytes"] for r in rows] == [int(p["gradient_bytes_per_step"] * m) // 4 * 4 for m in (1, 4, 16)]
     for r in rows:  # nccl-tests' busbw: algbw x 2(n-1)/n, which is algbw itself at n = 2

@@ -3,9 +3,9 @@
 Runs ``crosswalk.infer.Predictor.run`` (the network only, onnxruntime) on letterboxed uint8 batches: each
 round times every batch size once, rounds interleaved so drifting background load hits all sizes alike.
 This machine's speed also jumps between levels for seconds at a time (the same batch-1 call takes 12.5 ms
-for a while, then 21.5 ms: other tenants of the host), so every timed call is paired with a batch-1 call
-just before it: ``p50_ms_paired`` = the median of (call / its batch-1 call) x the median batch-1 time, one
-speed level for all batch sizes. ``p50_ms`` is the plain median of the calls.
+for a while, then 21.5 ms: other tenants of the host), so every timed call sits between two batch-1 calls:
+``p50_ms_paired`` = the median of (call / the geometric mean of its two batch-1 calls) x the median batch-1
+time, one speed level for all batch sizes. ``p50_ms`` is the plain median of the calls.
 Also: the service-time spread at batch 1 (for the planner's queueing model), memory per replica (the RSS of a
 replica process, a Predictor in its own interpreter, after it has run), two replicas
 run side by side (``plan --validate`` predicts their throughput), the model's FLOPs, forward bytes and
@@ -168,11 +168,14 @@ def profile_infer(
         for x in xs.values():
             predictor.run(x)
         times = {b: [] for b in cfg.batches}
-        ref = {b: [] for b in cfg.batches}  # a batch-1 call just before each timed call
+        ref = {b: [] for b in cfg.batches}  # the batch-1 calls on either side of each timed call
         for _ in range(cfg.rounds):
+            before = _timed(predictor.run, xs[1])
             for b, x in xs.items():
-                ref[b].append(_timed(predictor.run, xs[1]))
                 times[b].append(_timed(predictor.run, x))
+                after = _timed(predictor.run, xs[1])
+                ref[b].append((before * after) ** 0.5)
+                before = after
         ones = [_timed(predictor.run, xs[1]) for _ in range(cfg.batch1_calls)]
         times[1] += ones
         if t == cfg.threads[0]:

@@ -263,12 +263,15 @@ def _profile(data: Path, cfg: TrainProfileConfig, say) -> dict:
     checkpoint_bytes = buf.tell()
 
     # ---- compute only, two batch sizes interleaved (drifting load hits both alike) --------------------------
-    small, big = [], []
+    # Every big step sits between two small ones: the host's speed jumps for seconds at a time (see
+    # profile_infer), and the big step is compared with its neighbours, at the speed they all ran at.
     step(held, False)
     step(held_big, False)
+    small, big = [step(held, False)], []
     for _ in range(cfg.compute_rounds):
-        small.append(step(held, False))
         big.append(step(held_big, False))
+        small.append(step(held, False))
+    paired = statistics.median(b / (s0 * s1) ** 0.5 for b, s0, s1 in zip(big, small, small[1:], strict=False))
     say(
         f"compute only: batch {cfg.batch_size} {1e3 * statistics.median(small):.0f} ms, "
         f"batch {cfg.validate_batch_size} {1e3 * statistics.median(big):.0f} ms"
@@ -313,7 +316,8 @@ def _profile(data: Path, cfg: TrainProfileConfig, say) -> dict:
         },
         "compute_only": {
             str(cfg.batch_size): _rate_row(small, cfg.batch_size),
-            str(cfg.validate_batch_size): _rate_row(big, cfg.validate_batch_size),
+            str(cfg.validate_batch_size): _rate_row(big, cfg.validate_batch_size)
+            | {"step_ms_paired": round(1e3 * paired * statistics.median(small), 2)},
         },
         "calibration_batch_size": cfg.batch_size,
         "achieved_gflops_per_s": round(achieved, 2),

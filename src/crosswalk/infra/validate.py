@@ -2,7 +2,8 @@
 
 Each check calibrates on some measured points of this machine's profiles and predicts another one:
 
-- training step time: calibrated images/s at the calibration batch -> step time at the held-out batch;
+- training step time: calibrated images/s at the calibration batch -> step time at the held-out batch
+  (measured between two calibration-batch steps, at the speed they ran at: ``step_ms_paired``);
 - inference latency: the line a + c*b fitted on the calibration batches -> every other measured batch,
   for each thread count (latencies paired with batch-1 calls, so that all are at one host speed level);
 - replicas: one replica's images per CPU-second x the CPU-seconds per second the replicas were given (process
@@ -41,7 +42,7 @@ def training_checks(profile: dict) -> list[dict]:
                     f"training step, batch {batch}",
                     f"compute-only images/s at batch {calib}",
                     1e3 * int(batch) / rate,
-                    row["step_ms"],
+                    row.get("step_ms_paired", row["step_ms"]),
                     "ms",
                 )
             )
