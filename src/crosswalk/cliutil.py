@@ -50,9 +50,11 @@ def keep_freed_memory() -> bool:
     glibc serves each allocation over 32 MB (a CPU training step's activations) with a fresh ``mmap`` and
     unmaps it when freed, so every step faults in and zeroes its memory again: measured here, a nano step at
     batch 32 took 150-270 thousand minor page faults and 2.2-2.7 s; from the heap, with freed memory kept,
-    6-9 thousand and 2.14-2.30 s, the same steps interleaved. The price is that the process keeps its peak
-    memory. Skipped when the environment sets glibc's own ``MALLOC_MMAP_MAX_`` or ``MALLOC_TRIM_THRESHOLD_``,
-    and off glibc. Returns whether the settings were applied."""
+    6-9 thousand and 2.14-2.30 s, the same steps interleaved; ``bench train`` went from 12.2-12.6 to
+    14.4-15.0 images/s (two runs of each, alternated). The price is that the process keeps its peak memory.
+    Skipped when the environment sets glibc's own ``MALLOC_MMAP_MAX_`` or ``MALLOC_TRIM_THRESHOLD_`` (either
+    also turns off glibc's sliding mmap threshold: ``bench train`` with ``MALLOC_MMAP_MAX_=65536``, the default
+    value, ran at 7.4-8.6 images/s), and off glibc. Returns whether the settings were applied."""
     try:
         glibc = os.confstr("CS_GNU_LIBC_VERSION") or ""
     except (ValueError, OSError):
