@@ -239,6 +239,20 @@ def test_validate_reports_each_error() -> None:
     assert result["max_error_pct"] == max(c["error_pct"] for c in result["checks"])
 
 
+def test_validate_fits_the_training_step_line_through_two_batches() -> None:
+    profile = profile_train_fixture()
+    # paired steps of 200 ms at batch 8 and 300 ms at 16: 100 ms a step + 12.5 ms an image -> 500 ms at 32
+    profile["line_batch_size"] = 8
+    profile["compute_only"] = {
+        "8": {"step_ms": 210.0, "step_ms_paired": 200.0, "images_per_s": 38.1},
+        "16": {"step_ms": 300.0, "images_per_s": 53.333},
+        "32": {"step_ms": 560.0, "step_ms_paired": 520.0, "images_per_s": 57.1},
+    }
+    (check,) = [c for c in validate(profile, None)["checks"] if c["name"].startswith("training step")]
+    assert check["name"] == "training step, batch 32" and check["predicted"] == pytest.approx(500.0)
+    assert check["measured"] == 520.0 and check["error_pct"] == pytest.approx(100 * 20 / 520, abs=0.01)
+
+
 def test_make_plan_has_the_promised_keys() -> None:
     plan = make_plan(profile_train_fixture(), profile_infer_fixture(), **PLAN_ARGS)
     assert {

@@ -5,7 +5,8 @@ AdamW): FLOPs per image (``torch.utils.flop_counter`` via ``model_info``), activ
 for backward, bytes per sample on storage (the manifest), decode CPU-seconds per sample, one step broken into
 data wait, forward (with the loss), backward and optimizer, and the gradient all-reduce timed in a real
 2-rank gloo run on a gradient-sized buffer. ``compute_only`` steps at two batch sizes on a batch held in
-memory give the calibration point (and the held-out one ``plan --validate`` predicts).
+memory give the calibration points of the step-time line (batches 8 and 16) and the held-out one
+``plan --validate`` predicts (32).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from crosswalk.infra.machine import cores, measure_machine
 class TrainProfileConfig:
     preset: str = "nano"
     batch_size: int = 16  # the calibration batch
+    line_batch_size: int = 8  # the second calibration point of the step-time line a + c*b
     validate_batch_size: int = 32  # held out: plan --validate predicts its step time
     workers: int = 2  # loader processes, as the trainer's default
     warmup: int = 2
@@ -38,6 +40,13 @@ class TrainProfileConfig:
     allreduce_reps: int = 15
     allreduce_multiples: tuple[float, ...] = (1.0, 4.0, 16.0)  # x gradient bytes
     synth_frames: int = 48  # when no --data is given
+
+    def __post_init__(self) -> None:
+        if not 0 < self.line_batch_size < self.batch_size < self.validate_batch_size:
+            raise ValueError(
+                "TrainProfileConfig needs 0 < line_batch_size < batch_size < validate_batch_size, got "
+                f"{self.line_batch_size}, {self.batch_size}, {self.validate_batch_size}"
+            )
 
     @classmethod
     def quick(cls, **overrides) -> TrainProfileConfig:
@@ -143,6 +152,10 @@ def _cat_batches(a: dict, b: dict) -> dict:
         "targets": a["targets"] + b["targets"],
         "index": torch.cat([a["index"], b["index"]]),
     }
+
+
+def _first(batch: dict, n: int) -> dict:
+    return {k: batch[k][:n] for k in ("images", "theta", "photometric", "targets", "index")}
 
 
 def _hold(batch: dict) -> dict:
@@ -262,18 +275,23 @@ def _profile(data: Path, cfg: TrainProfileConfig, say) -> dict:
     torch.save({"model": model.state_dict(), "ema": ema, "optimizer": optimizer.state_dict()}, buf)
     checkpoint_bytes = buf.tell()
 
-    # ---- compute only, two batch sizes interleaved (drifting load hits both alike) --------------------------
-    # Every big step sits between two small ones: the host's speed jumps for seconds at a time (see
-    # profile_infer), and the big step is compared with its neighbours, at the speed they all ran at.
-    step(held, False)
-    step(held_big, False)
-    small, big = [step(held, False)], []
+    # ---- compute only, three batch sizes interleaved (drifting load hits all alike) -------------------------
+    # Every other step is one at the calibration batch, and each step at another batch size is compared with
+    # the two on either side of it: the host's speed jumps for seconds at a time (see profile_infer).
+    held_line = _first(held, cfg.line_batch_size)
+    for b in (held_line, held, held_big):
+        step(b, False)
+    small, ratios = [step(held, False)], {cfg.line_batch_size: [], cfg.validate_batch_size: []}
+    others = {cfg.line_batch_size: [], cfg.validate_batch_size: []}
     for _ in range(cfg.compute_rounds):
-        big.append(step(held_big, False))
-        small.append(step(held, False))
-    paired = statistics.median(b / (s0 * s1) ** 0.5 for b, s0, s1 in zip(big, small, small[1:], strict=False))
+        for n, b in ((cfg.line_batch_size, held_line), (cfg.validate_batch_size, held_big)):
+            others[n].append(step(b, False))
+            small.append(step(held, False))
+            ratios[n].append(others[n][-1] / (small[-2] * small[-1]) ** 0.5)
+    big = others[cfg.validate_batch_size]
     say(
-        f"compute only: batch {cfg.batch_size} {1e3 * statistics.median(small):.0f} ms, "
+        f"compute only: batch {cfg.line_batch_size} {1e3 * statistics.median(others[cfg.line_batch_size]):.0f} ms, "
+        f"batch {cfg.batch_size} {1e3 * statistics.median(small):.0f} ms, "
         f"batch {cfg.validate_batch_size} {1e3 * statistics.median(big):.0f} ms"
     )
 
@@ -315,11 +333,22 @@ def _profile(data: Path, cfg: TrainProfileConfig, say) -> dict:
             "how": "medians of measured steps; all-reduce of the gradient bytes timed in the 2-rank gloo run",
         },
         "compute_only": {
+            str(cfg.line_batch_size): _rate_row(others[cfg.line_batch_size], cfg.line_batch_size)
+            | {
+                "step_ms_paired": round(
+                    1e3 * statistics.median(ratios[cfg.line_batch_size]) * statistics.median(small), 2
+                )
+            },
             str(cfg.batch_size): _rate_row(small, cfg.batch_size),
             str(cfg.validate_batch_size): _rate_row(big, cfg.validate_batch_size)
-            | {"step_ms_paired": round(1e3 * paired * statistics.median(small), 2)},
+            | {
+                "step_ms_paired": round(
+                    1e3 * statistics.median(ratios[cfg.validate_batch_size]) * statistics.median(small), 2
+                )
+            },
         },
         "calibration_batch_size": cfg.batch_size,
+        "line_batch_size": cfg.line_batch_size,
         "achieved_gflops_per_s": round(achieved, 2),
         "mfu_this_machine": round(achieved / machine["matmul_fp32_gflops"], 4),
         "gradient_bytes_per_step": gradient_bytes,

@@ -2,8 +2,9 @@
 
 Each check calibrates on some measured points of this machine's profiles and predicts another one:
 
-- training step time: calibrated images/s at the calibration batch -> step time at the held-out batch
-  (measured between two calibration-batch steps, at the speed they ran at: ``step_ms_paired``);
+- training step time: the line a + c*b through compute-only steps at two batch sizes (a: what a step costs
+  whatever its size, the optimizer's update among it) -> the step time at the held-out batch (every step
+  measured between two calibration-batch steps, at the speed they ran at: ``step_ms_paired``);
 - inference latency: the line a + c*b fitted on the calibration batches -> every other measured batch,
   for each thread count (latencies paired with batch-1 calls, so that all are at one host speed level);
 - replicas: one replica's images per CPU-second x the CPU-seconds per second the replicas were given (process
@@ -32,20 +33,25 @@ def _check(name: str, calibrated_on: str, predicted: float, measured: float, uni
 
 
 def training_checks(profile: dict) -> list[dict]:
-    calib = str(profile["calibration_batch_size"])
-    rate = profile["compute_only"][calib]["images_per_s"]
+    compute = profile["compute_only"]
+    calib = [str(profile["calibration_batch_size"])]
+    if "line_batch_size" in profile:  # a line a + c*b through two batch sizes; older profiles: images/s alone
+        calib.insert(0, str(profile["line_batch_size"]))
     out = []
-    for batch, row in profile["compute_only"].items():
-        if batch != calib:
-            out.append(
-                _check(
-                    f"training step, batch {batch}",
-                    f"compute-only images/s at batch {calib}",
-                    1e3 * int(batch) / rate,
-                    row.get("step_ms_paired", row["step_ms"]),
-                    "ms",
-                )
+    for batch in [b for b in compute if b not in calib]:
+        if len(calib) == 2:
+            xs, ys = (
+                [int(b) for b in calib],
+                [compute[b].get("step_ms_paired", compute[b]["step_ms"]) for b in calib],
             )
+            a, c = fit_line(xs, ys)
+            predicted = a + c * int(batch)
+            how = f"step time a + c*b through compute-only steps at batches {' and '.join(calib)}"
+        else:
+            predicted = 1e3 * int(batch) / compute[calib[0]]["images_per_s"]
+            how = f"compute-only images/s at batch {calib[0]}"
+        measured = compute[batch].get("step_ms_paired", compute[batch]["step_ms"])
+        out.append(_check(f"training step, batch {batch}", how, predicted, measured, "ms"))
     rows = profile["allreduce"]["rows"]
     if len(rows) >= 3:
         ends = [rows[0], rows[-1]]
