@@ -37,7 +37,7 @@ class TrainProfileConfig:
     steps: int = 4  # measured real-loader steps
     compute_rounds: int = 3  # interleaved compute-only steps at both batch sizes
     decode_samples: int = 64
-    allreduce_reps: int = 15
+    allreduce_reps: int = 41  # 2 s in all: the median of many short runs, on a host whose speed jumps
     allreduce_multiples: tuple[float, ...] = (1.0, 4.0, 16.0)  # x gradient bytes
     synth_frames: int = 48  # when no --data is given
 
@@ -52,7 +52,7 @@ class TrainProfileConfig:
     def quick(cls, **overrides) -> TrainProfileConfig:
         """For tests and the demo: ~3x less measuring, same outputs."""
         values = dict(
-            warmup=1, steps=2, compute_rounds=2, decode_samples=32, allreduce_reps=5, synth_frames=32
+            warmup=1, steps=2, compute_rounds=2, decode_samples=32, allreduce_reps=15, synth_frames=32
         )
         return cls(**{**values, **overrides})
 
