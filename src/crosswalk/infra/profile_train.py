@@ -35,7 +35,7 @@ class TrainProfileConfig:
     workers: int = 2  # loader processes, as the trainer's default
     warmup: int = 2
     steps: int = 4  # measured real-loader steps
-    compute_rounds: int = 3  # interleaved compute-only steps at both batch sizes
+    compute_rounds: int = 3  # interleaved compute-only steps at the line and held-out batch sizes
     decode_samples: int = 64
     allreduce_reps: int = 41  # 2 s in all: the median of many short runs, on a host whose speed jumps
     allreduce_multiples: tuple[float, ...] = (1.0, 4.0, 16.0)  # x gradient bytes
@@ -281,19 +281,21 @@ def _profile(data: Path, cfg: TrainProfileConfig, say) -> dict:
     held_line = _first(held, cfg.line_batch_size)
     for b in (held_line, held, held_big):
         step(b, False)
-    small, ratios = [step(held, False)], {cfg.line_batch_size: [], cfg.validate_batch_size: []}
-    others = {cfg.line_batch_size: [], cfg.validate_batch_size: []}
+    small = [step(held, False)]
+    others: dict[int, list[float]] = {cfg.line_batch_size: [], cfg.validate_batch_size: []}
+    ratios: dict[int, list[float]] = {n: [] for n in others}
     for _ in range(cfg.compute_rounds):
         for n, b in ((cfg.line_batch_size, held_line), (cfg.validate_batch_size, held_big)):
             others[n].append(step(b, False))
             small.append(step(held, False))
             ratios[n].append(others[n][-1] / (small[-2] * small[-1]) ** 0.5)
-    big = others[cfg.validate_batch_size]
-    say(
-        f"compute only: batch {cfg.line_batch_size} {1e3 * statistics.median(others[cfg.line_batch_size]):.0f} ms, "
-        f"batch {cfg.batch_size} {1e3 * statistics.median(small):.0f} ms, "
-        f"batch {cfg.validate_batch_size} {1e3 * statistics.median(big):.0f} ms"
-    )
+    compute_only = {}
+    for n, ts in sorted({**others, cfg.batch_size: small}.items()):
+        compute_only[str(n)] = _rate_row(ts, n)
+        if n in ratios:  # at the calibration batch's speed: its median x the median ratio to its neighbours
+            paired_ms = 1e3 * statistics.median(ratios[n]) * statistics.median(small)
+            compute_only[str(n)]["step_ms_paired"] = round(paired_ms, 2)
+    say("compute only: " + ", ".join(f"batch {n} {row['step_ms']:.0f} ms" for n, row in compute_only.items()))
 
     # ---- the all-reduce, 2 real gloo ranks ----------------------------------------------------------------
     sizes = [int(gradient_bytes * m) for m in cfg.allreduce_multiples]
@@ -332,21 +334,7 @@ def _profile(data: Path, cfg: TrainProfileConfig, say) -> dict:
             "images_per_s": round(cfg.batch_size / (total_ms / 1e3), 2),
             "how": "medians of measured steps; all-reduce of the gradient bytes timed in the 2-rank gloo run",
         },
-        "compute_only": {
-            str(cfg.line_batch_size): _rate_row(others[cfg.line_batch_size], cfg.line_batch_size)
-            | {
-                "step_ms_paired": round(
-                    1e3 * statistics.median(ratios[cfg.line_batch_size]) * statistics.median(small), 2
-                )
-            },
-            str(cfg.batch_size): _rate_row(small, cfg.batch_size),
-            str(cfg.validate_batch_size): _rate_row(big, cfg.validate_batch_size)
-            | {
-                "step_ms_paired": round(
-                    1e3 * statistics.median(ratios[cfg.validate_batch_size]) * statistics.median(small), 2
-                )
-            },
-        },
+        "compute_only": compute_only,
         "calibration_batch_size": cfg.batch_size,
         "line_batch_size": cfg.line_batch_size,
         "achieved_gflops_per_s": round(achieved, 2),

@@ -32,26 +32,26 @@ def _check(name: str, calibrated_on: str, predicted: float, measured: float, uni
     }
 
 
+def _step_ms(row: dict) -> float:
+    """A compute-only row's step time: paired with its calibration-batch neighbours when the profile has it."""
+    return row.get("step_ms_paired", row["step_ms"])
+
+
 def training_checks(profile: dict) -> list[dict]:
     compute = profile["compute_only"]
     calib = [str(profile["calibration_batch_size"])]
     if "line_batch_size" in profile:  # a line a + c*b through two batch sizes; older profiles: images/s alone
         calib.insert(0, str(profile["line_batch_size"]))
-    out = []
-    for batch in [b for b in compute if b not in calib]:
-        if len(calib) == 2:
-            xs, ys = (
-                [int(b) for b in calib],
-                [compute[b].get("step_ms_paired", compute[b]["step_ms"]) for b in calib],
-            )
-            a, c = fit_line(xs, ys)
-            predicted = a + c * int(batch)
-            how = f"step time a + c*b through compute-only steps at batches {' and '.join(calib)}"
-        else:
-            predicted = 1e3 * int(batch) / compute[calib[0]]["images_per_s"]
-            how = f"compute-only images/s at batch {calib[0]}"
-        measured = compute[batch].get("step_ms_paired", compute[batch]["step_ms"])
-        out.append(_check(f"training step, batch {batch}", how, predicted, measured, "ms"))
+        a, c = fit_line([int(b) for b in calib], [_step_ms(compute[b]) for b in calib])
+        how = f"step time a + c*b through compute-only steps at batches {' and '.join(calib)}"
+    else:
+        a, c = 0.0, 1e3 / compute[calib[0]]["images_per_s"]
+        how = f"compute-only images/s at batch {calib[0]}"
+    out = [
+        _check(f"training step, batch {b}", how, a + c * int(b), _step_ms(compute[b]), "ms")
+        for b in compute
+        if b not in calib
+    ]
     rows = profile["allreduce"]["rows"]
     if len(rows) >= 3:
         ends = [rows[0], rows[-1]]
