@@ -112,7 +112,12 @@ def register(sub, groups) -> None:
     pt = psub.add_parser("train", help="FLOPs, activations, storage, decode, a step's phases, the all-reduce")
     pt.add_argument("--data", help="dataset folder (default: generate a few frames)")
     pt.add_argument("--preset", default="nano")
-    pt.add_argument("--batch-size", type=int, default=16)
+    pt.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="calibration batch (default 16); the step-time line also runs half of it, --validate predicts twice it",
+    )
     pt.add_argument("--workers", type=int, default=2, help="loader processes")
     pt.add_argument("--quick", action="store_true", help="fewer steps (tests and the demo)")
     pt.add_argument("--json", required=True)
