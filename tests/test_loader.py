@@ -156,6 +156,46 @@ def test_on_corrupt_skip_counts_and_warns(tmp_path):
     assert any(key in str(w.message) for w in caught)
 
 
+@pytest.mark.parametrize("train, workers", [(True, 0), (True, 2), (False, 0)])
+def test_device_decode_gives_the_batches_the_workers_give(tmp_path, train, workers):
+    data = write_tiny_dataset(tmp_path / "d", n=25)  # eval: the last batch is padded on both ranks
+    out = {}
+    for decode in ("workers", "device"):
+        cfg = LoaderConfig(batch_size=6, image_size=(64, 48), workers=workers, train=train, decode=decode)
+        loaders = [ShardLoader(data, cfg, rank=r, world_size=2) for r in range(2)]
+        out[decode] = [
+            (batch_images(b), b["index"], [t["boxes"] for t in b["targets"]])
+            for batches in zip(*loaders, strict=True)
+            for b in batches
+        ]
+    assert "jpegs" in next(iter(ShardLoader(data, cfg))) and len(out["device"]) == len(out["workers"])
+    for (xa, ia, ba), (xb, ib, bb) in zip(out["workers"], out["device"], strict=True):
+        assert torch.equal(ia, ib) and all(torch.equal(p, q) for p, q in zip(ba, bb, strict=True))
+        assert torch.equal(xa, xb)  # on the CPU both decoders are libjpeg-turbo: the same pixels
+
+
+def test_device_decode_follows_on_corrupt_and_refuses_other_sizes(tmp_path):
+    data = write_tiny_dataset(tmp_path / "d")
+    shard, key = _flip_image_byte(data, 4)
+    cfg = LoaderConfig(batch_size=24, image_size=(64, 48), workers=0, on_corrupt="skip", decode="device")
+    with pytest.warns(UserWarning, match=key):
+        batch = next(iter(ShardLoader(data, cfg)))
+    assert len(batch["index"]) == len(batch["jpegs"]) == 23 and batch_images(batch).shape == (23, 3, 48, 64)
+    with pytest.raises(Exception, match=f"{shard}: sample {key}"):
+        next(
+            iter(
+                ShardLoader(
+                    data, LoaderConfig(batch_size=24, image_size=(64, 48), workers=0, decode="device")
+                )
+            )
+        )
+    other = LoaderConfig(batch_size=24, image_size=(32, 24), workers=0, decode="device")
+    with pytest.raises(ValueError, match="needs every image at the batch size 32x24, this one is 64x48"):
+        next(iter(ShardLoader(data, other)))
+    with pytest.raises(ValueError, match="decode must be"):
+        LoaderConfig(decode="gpu")
+
+
 def _box_image():
     image = np.zeros((48, 64, 3), np.uint8)
     image[10:30, 10:20] = 255

@@ -166,6 +166,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         steps=args.steps,
         repeats=args.repeats,
         compile=args.compile,
+        decode=args.decode,
     )
     write_json(bench_train(args.dir, cfg), args.json)
     return 0
@@ -273,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--steps", type=positive_int, default=10)
     bt.add_argument("--repeats", type=positive_int, default=3)
     bt.add_argument("--compile", action="store_true")
+    bt.add_argument(
+        "--decode",
+        choices=["workers", "device"],
+        default="workers",
+        help="where JPEGs are decoded: in the loader's workers, or batched on the training device (nvJPEG)",
+    )
     bt.set_defaults(func=cmd_bench_train)
 
     # Later parts of the system keep their commands beside their code; each module's register() adds its

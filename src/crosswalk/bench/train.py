@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from crosswalk.data.loader import LoaderConfig, ShardLoader
+from crosswalk.data.loader import LoaderConfig, ShardLoader, decode_on_device
 from crosswalk.model import build_detector, model_info
 from crosswalk.train.config import TrainConfig, bf16_autocast
 from crosswalk.train.loop import forward_backward, model_config_for
@@ -37,6 +37,7 @@ class TrainBenchConfig:
     amp: str = "auto"
     threads: int = 0
     compile: bool = False
+    decode: str = "workers"  # or "device": JPEGs decoded on the training device (LoaderConfig.decode)
 
 
 def _peak_tflops(device: torch.device) -> float | None:
@@ -57,7 +58,8 @@ def bench_train(
     first = ShardReader(data_dir).annotation(0)  # train at the data's own size
     size = (first["width"], first["height"])
     loader = ShardLoader(
-        data_dir, LoaderConfig(batch_size=cfg.batch_size, workers=cfg.workers, image_size=size)
+        data_dir,
+        LoaderConfig(batch_size=cfg.batch_size, workers=cfg.workers, image_size=size, decode=cfg.decode),
     )
     tcfg = TrainConfig(preset=cfg.preset, batch_size=cfg.batch_size, image_size=loader.cfg.image_size)
     mcfg = model_config_for(tcfg, loader.categories)
@@ -67,7 +69,12 @@ def bench_train(
     amp = bf16_autocast(cfg.amp, device)
     batches = iter(_forever(loader))
     held = next(batches)
-    held = {**held, "images": held["images"].clone()}  # the loader reuses its slots; keep a private copy
+    if "jpegs" in held:  # compute only means pixels in memory: decode the held batch once
+        held = {k: v for k, v in held.items() if k != "jpegs"} | {
+            "images": decode_on_device(held["jpegs"], held["size"], "cpu")
+        }
+    else:  # the loader reuses its slots; keep a private copy
+        held = {**held, "images": held["images"].clone()}
 
     def step(batch: dict) -> None:
         forward_backward(forward, batch, mcfg, device, amp)

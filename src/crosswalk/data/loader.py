@@ -11,10 +11,12 @@ Why not an existing loader: WebDataset cannot resume mid-epoch, torchdata's Stat
 per rank (so no world-size change), MosaicML Streaming has this property but is stale and pins old NumPy,
 and LitData only recently added elastic resume (../shared/reference/training.md §1, §6).
 
-Workers decode JPEGs (OpenCV, straight to RGB) and draw augmentations seeded by (seed, epoch, index), so
+Workers decode JPEGs (libjpeg-turbo, straight to RGB) and draw augmentations seeded by (seed, epoch, index), so
 nothing depends on which worker or rank touched a sample. They move the boxes; by default the pixels are
 moved on the training device, batched (``batch_images`` below; see transforms.py for why). Batches are
 uint8 NHWC plus per-image ``theta`` and ``photometric``; ``batch_images`` returns float channels_last NCHW.
+With ``decode="device"`` the workers only read and check the JPEG bytes, and ``batch_images`` decodes them on
+the training device, batched (``torchvision.io.decode_jpeg``: nvJPEG on a GPU), as DALI does.
 
 Training drops the last partial batch. Evaluation pads it with index -1 and ``valid=False`` so every rank
 runs the same number of steps (no collective waits on a rank that ran out).
@@ -65,6 +67,11 @@ class LoaderConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     on_corrupt: Literal["fail", "skip"] = "fail"
     prefetch_batches: int = 2  # per worker
+    decode: Literal["workers", "device"] = "workers"  # where JPEGs become pixels (see the module docstring)
+
+    def __post_init__(self) -> None:
+        if self.decode not in ("workers", "device"):
+            raise ValueError(f"decode must be 'workers' or 'device', got {self.decode!r}")
 
 
 def decode_image(data: bytes, out: np.ndarray | None = None) -> np.ndarray:
@@ -189,20 +196,58 @@ class ShardSamples(Dataset):
             ok[k] = True
         return ok, skipped, pre
 
+    def _read_jpegs(self, indices: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+        """``decode="device"``: the checked JPEG bytes of each sample (empty for padding), which loaded, problems.
+        The device decodes whole batches of one size, so every image must already be at the batch size."""
+        size, empty = self.cfg.image_size, np.zeros(0, np.uint8)
+        jpegs, ok, skipped = [], np.zeros(len(indices), bool), []
+        for k, i in enumerate(indices):
+            jpegs.append(empty)
+            if i == PAD_INDEX:
+                continue
+            try:
+                data = self.reader.image_bytes(int(i))
+                try:
+                    h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+                except ValueError as e:
+                    raise CorruptSampleError(*self.reader.where(int(i)), f"not a readable JPEG ({e})") from e
+            except CorruptSampleError as e:
+                if self.cfg.on_corrupt == "fail":
+                    raise
+                skipped.append(str(e))
+                continue
+            if (w, h) != size:
+                shard, key = self.reader.where(int(i))
+                raise ValueError(
+                    f"{shard} {key}: decode='device' needs every image at the batch size {size[0]}x{size[1]}, "
+                    f"this one is {w}x{h}; use decode='workers', which letterboxes"
+                )
+            jpegs[k], ok[k] = np.frombuffer(bytearray(data), np.uint8), True  # writable, for torch
+        return jpegs, ok, skipped
+
     def __getitems__(self, items: list[tuple[int, int, int]]) -> dict:
         epoch, step = items[0][0], items[0][1]
         indices = np.array([i for _, _, i in items], np.int64)
         w, h = self.cfg.image_size
-        producer, slot, images = self.ring.take(len(items))
-        for k in np.flatnonzero(indices == PAD_INDEX):
-            images[k] = 0  # (a boolean-mask assignment scans the whole 14 MB batch: 15 ms)
-        ok, skipped, pre = self._load(indices, images.numpy())
+        if self.cfg.decode == "device":
+            jpegs, ok, skipped = self._read_jpegs(indices)
+            pre = Geometry.identity(len(indices), w)
+        else:
+            producer, slot, images = self.ring.take(len(items))
+            for k in np.flatnonzero(indices == PAD_INDEX):
+                images[k] = 0  # (a boolean-mask assignment scans the whole 14 MB batch: 15 ms)
+            ok, skipped, pre = self._load(indices, images.numpy())
         keep = ok | (indices == PAD_INDEX)
         indices, n = indices[keep], int(keep.sum())
-        if not keep.all():  # skipped corrupt samples: close the gaps in the slot
-            for j, k in enumerate(np.flatnonzero(keep)):
-                if j != k:
-                    images[j] = images[k]
+        if self.cfg.decode == "device":
+            pixels = {"jpegs": [j for j, k in zip(jpegs, keep, strict=True) if k], "size": (w, h)}
+        else:
+            if not keep.all():  # skipped corrupt samples: close the gaps in the slot
+                for j, k in enumerate(np.flatnonzero(keep)):
+                    if j != k:
+                        images[j] = images[k]
+            pixels = {"ring": (producer, slot, n)}
+        if not keep.all():
             pre = _select(pre, keep)
         real = indices != PAD_INDEX
         objects, owner = self.objects_of(np.where(real, indices, -1))
@@ -214,8 +259,7 @@ class ShardSamples(Dataset):
             g.flip &= real  # padding stays blank
             objects, owner = transform_targets(objects, owner, g, (w, h), self.cfg.augment)
             theta = device_theta(g, (w, h))
-        return {
-            "ring": (producer, slot, n),
+        return pixels | {
             "objects": objects,  # flat over the batch; to_torch splits them per image (cheaper to pickle)
             "counts": np.bincount(owner, minlength=n),
             "index": indices,
@@ -309,9 +353,11 @@ class ShardLoader:
             raise ValueError(f"rank {rank} out of range for world size {world_size}")
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.dataset = ShardSamples(data_dir, cfg)
-        self.dataset.ring = BatchRing(
-            max(cfg.workers, 1), cfg.prefetch_batches + 2, cfg.batch_size // world_size, cfg.image_size
-        )
+        self.dataset.ring = None  # decode="device": the JPEG bytes travel instead
+        if cfg.decode == "workers":
+            self.dataset.ring = BatchRing(
+                max(cfg.workers, 1), cfg.prefetch_batches + 2, cfg.batch_size // world_size, cfg.image_size
+            )
         self.num_samples = len(self.dataset)
         if steps_per_epoch(self.num_samples, cfg.batch_size, cfg.train) == 0:
             raise ValueError(
@@ -379,7 +425,8 @@ class ShardLoader:
         epoch = self.epoch
         while self.step < self.steps_per_epoch:
             batch = to_torch(next(self._stream))
-            batch["images"] = self.dataset.ring.view(*batch.pop("ring"))
+            if "ring" in batch:
+                batch["images"] = self.dataset.ring.view(*batch.pop("ring"))
             assert (batch["epoch"], batch["step"]) == (epoch, self.step), "loader stream out of order"
             if batch["skipped"]:
                 self.skipped += batch["skipped"]
@@ -391,10 +438,30 @@ class ShardLoader:
         self.epoch, self.step = epoch + 1, 0
 
 
+def decode_on_device(
+    jpegs: list[np.ndarray], size: tuple[int, int], device: torch.device | str
+) -> torch.Tensor:
+    """JPEG bytes (empty arrays: padding, left black) as uint8 (B, H, W, 3) on ``device``, decoded in one
+    batched ``torchvision.io.decode_jpeg`` call (nvJPEG on CUDA)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    w, h = size
+    out = torch.zeros((len(jpegs), h, w, 3), dtype=torch.uint8, device=device)
+    real = [k for k, j in enumerate(jpegs) if len(j)]
+    if real:
+        data = [torch.from_numpy(jpegs[k]) for k in real]
+        decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        out[real] = torch.stack(decoded).permute(0, 2, 3, 1)
+    return out
+
+
 def batch_images(batch: dict, device: torch.device | str = "cpu") -> torch.Tensor:
     """The batch's images on ``device`` as float (B, 3, H, W) in [0, 1], channels_last, augmented when the
-    loader left the pixel work to the device."""
-    images = batch["images"].to(device, non_blocking=True)
+    loader left the pixel work to the device (and decoded there with ``decode="device"``)."""
+    if "jpegs" in batch:
+        images = decode_on_device(batch["jpegs"], batch["size"], device)
+    else:
+        images = batch["images"].to(device, non_blocking=True)
     theta, photometric = batch["theta"], batch["photometric"]
     identity = bool((theta == torch.from_numpy(IDENTITY_THETA)).all()) and bool(
         (photometric == torch.from_numpy(IDENTITY_PHOTOMETRIC)).all()

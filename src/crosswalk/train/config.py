@@ -29,6 +29,7 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     workers: int = 2  # loader processes per rank
+    decode: str = "workers"  # JPEG decode in the loader's workers, or "device": batched on the GPU (nvJPEG)
     seed: int = 0
     threads: int = 0  # torch intra-op threads per rank; 0 = cores / ranks
     log_every: int = 10
@@ -42,6 +43,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.amp not in ("auto", "on", "off"):
             raise ValueError(f"amp must be auto, on or off, got {self.amp!r}")
+        if self.decode not in ("workers", "device"):
+            raise ValueError(f"decode must be workers or device, got {self.decode!r}")
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"batch_size {self.batch_size} must be divisible by grad_accum {self.grad_accum}"

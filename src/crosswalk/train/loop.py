@@ -166,7 +166,11 @@ def _train(cfg: TrainConfig, data: Path, run: Path, val: Path | None, resume: bo
     loader = ShardLoader(
         data,
         LoaderConfig(
-            batch_size=micro_batch, image_size=tuple(cfg.image_size), workers=cfg.workers, seed=cfg.seed
+            batch_size=micro_batch,
+            image_size=tuple(cfg.image_size),
+            workers=cfg.workers,
+            seed=cfg.seed,
+            decode=cfg.decode,
         ),
         rank=d.rank,
         world_size=d.world_size,
