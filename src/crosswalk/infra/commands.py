@@ -106,6 +106,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_device_check(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from crosswalk.infra.device_check import DeviceCheckConfig, run_device_check
+
+    cfg = DeviceCheckConfig.quick() if args.quick else DeviceCheckConfig()
+    if args.budget_s is not None:
+        cfg = replace(cfg, budget_s=args.budget_s)
+    return 1 if run_device_check(args.out, cfg)["errors"] else 0
+
+
 def register(sub, groups) -> None:
     prof = sub.add_parser("profile", help="measure the training and inference workloads (JSON)")
     psub = prof.add_subparsers(dest="profile_command", required=True)
@@ -148,6 +159,12 @@ def register(sub, groups) -> None:
     )
     pl.add_argument("--json")
     pl.set_defaults(func=cmd_plan)
+
+    dc = sub.add_parser("device-check", help="the GPU figures of every issue in one short run (a lent GPU)")
+    dc.add_argument("--out", required=True, help="folder for device_check.json")
+    dc.add_argument("--quick", action="store_true", help="a CPU smoke run: tiny frames, one step")
+    dc.add_argument("--budget-s", type=positive_float, help="skip training rows past this (default 270 s)")
+    dc.set_defaults(func=cmd_device_check)
 
     rp = sub.add_parser("report", help="one self-contained HTML page from the outputs folder")
     rp.add_argument("--from", dest="from_dir", default="outputs")

@@ -1,0 +1,371 @@
+"""``crosswalk device-check``: the GPU figures the issues ask for, from one short run on a lent GPU machine.
+
+One command, about 4 minutes on an H200 with 16 cores, that installs nothing and writes
+``device_check.json`` (and prints each figure as it goes):
+
+- ``data``: synthetic shards made on the machine's cores;
+- ``decode``: JPEG decode images/s, the CPU limit (``bench data``'s tight loop in one process per core)
+  against one batched ``torchvision.io.decode_jpeg(device="cuda")`` call per 256 images (nvJPEG);
+- ``train``: ``bench train`` rows for ``nano`` and ``small`` at batch 256, bf16 and channels_last: eager with
+  the loader's CPU decode (one worker per core) and with GPU decode, and ``torch.compile`` with CPU decode;
+  each row has the real-loader and compute-only images/s and the MFU against the dense bf16 peak;
+- ``plan``: the planner's per-GPU training images/s for ``nano`` on the catalog's H200 (the catalog MFU, as
+  ``crosswalk plan`` uses it) against the best measured ``nano`` row;
+- ``infer``: the serving network (bf16) at batch 1 and 64, eager and replayed from a CUDA graph: p50/p90
+  latency and images/s, plus single-image JPEG decode on the GPU and on the CPU.
+
+A time budget (``--budget-s``) skips what would run past it; a section that fails records its error and the
+others still run, so one run on a lent machine always brings figures back. On a machine without CUDA the
+same code runs on the CPU with ``--quick`` (what the test does); the CUDA-only parts then record why they
+were skipped.
+
+Run it on the device machine from a checkout, with simplejpeg carried as a wheel (DEVELOPERS.md)::
+
+    PYTHONPATH=src python3 -m crosswalk device-check --out $OUT
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class DeviceCheckConfig:
+    frames: int = 2048
+    size: tuple[int, int] = (512, 288)
+    batch_size: int = 256
+    steps: int = 30  # measured per repeat of each bench train row
+    warmup: int = 5
+    repeats: int = 2
+    decode_seconds: float = 3.0
+    latency_calls: int = 50
+    offline_batch: int = 64
+    presets: tuple[str, ...] = ("nano", "small")
+    compile: bool = True  # the compiled rows (CPU decode only: each compile costs tens of seconds)
+    budget_s: float = 270.0
+
+    @classmethod
+    def quick(cls, **overrides) -> DeviceCheckConfig:
+        """A CPU smoke run of every section: a few small frames, a couple of steps."""
+        values = dict(frames=16, size=(128, 96), batch_size=4, steps=1, warmup=1, repeats=1,
+                      decode_seconds=0.3, latency_calls=3, offline_batch=4, presets=("nano",),
+                      compile=False)  # fmt: skip
+        return cls(**{**values, **overrides})
+
+
+def _environment(device: torch.device) -> dict:
+    import torchvision
+
+    env = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cpu_count": os.cpu_count(),
+        "device": str(device),
+    }
+    if Path("/dev/shm").is_dir():  # the loader's batch slots live there: 16 workers x 4 x 256 x 442 KB = 7 GB
+        env["dev_shm_free_gb"] = round(shutil.disk_usage("/dev/shm").free / 1e9, 1)
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env |= {
+            "gpu": props.name,
+            "gpu_memory_gb": round(props.total_memory / 1e9, 1),
+            "multiprocessors": props.multi_processor_count,
+            "capability": list(torch.cuda.get_device_capability(device)),
+            "cuda": torch.version.cuda,
+        }
+    return env
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed_calls(fn: Callable[[], object], calls: int, device: torch.device) -> list[float]:
+    """Milliseconds of each of ``calls`` calls, each ended by a device synchronisation."""
+    out = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        _synchronize(device)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def _latency_row(ms: list[float], batch: int) -> dict:
+    p50 = statistics.median(ms)
+    return {
+        "batch": batch,
+        "p50_ms": round(p50, 4),
+        "p90_ms": round(float(np.percentile(ms, 90)), 4),
+        "images_per_s": round(batch / p50 * 1e3, 1),
+        "calls": len(ms),
+    }
+
+
+def check_data(out: Path, cfg: DeviceCheckConfig) -> dict:
+    from crosswalk.data.synth import SynthConfig, synthesize
+
+    workers = os.cpu_count() or 1
+    synth = SynthConfig(frames=cfg.frames, width=cfg.size[0], height=cfg.size[1], workers=workers)
+    result = synthesize(out, synth, progress=False)
+    return {
+        "dir": str(out),
+        "frames": cfg.frames,
+        "workers": workers,
+        "frames_per_s": round(result.frames_per_s, 1),
+    }
+
+
+def check_decode(data: Path, cfg: DeviceCheckConfig, device: torch.device) -> dict:
+    from crosswalk.bench.data import decode_limit
+    from crosswalk.data.loader import decode_on_device
+    from crosswalk.data.shards import ShardReader
+
+    reader = ShardReader(data)
+    blobs = [reader.image_bytes(i) for i in range(min(256, len(reader)))]
+    workers = os.cpu_count() or 1
+    result = {
+        "cpu_processes": workers,
+        "cpu_images_per_s": round(decode_limit(blobs, workers, cfg.decode_seconds), 1),
+        "jpeg_bytes_mean": round(float(np.mean([len(b) for b in blobs])), 1),
+    }
+    jpegs = [np.frombuffer(bytearray(b), np.uint8) for b in blobs]
+    decode_on_device(jpegs, cfg.size, device)  # warm-up: nvJPEG handles and buffers
+    _synchronize(device)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < cfg.decode_seconds:
+        decode_on_device(jpegs, cfg.size, device)
+        _synchronize(device)
+        n += len(jpegs)
+    result |= {"device_images_per_s": round(n / (time.perf_counter() - start), 1), "device_batch": len(jpegs)}
+    return result
+
+
+def train_rows(cfg: DeviceCheckConfig) -> list[dict]:
+    """The bench train settings to run, cheapest first per preset."""
+    rows = []
+    for preset in cfg.presets:
+        rows.append({"preset": preset, "compile": False, "decode": "workers"})
+        rows.append({"preset": preset, "compile": False, "decode": "device"})
+        if cfg.compile:
+            rows.append({"preset": preset, "compile": True, "decode": "workers"})
+    return rows
+
+
+def check_train(data: Path, cfg: DeviceCheckConfig, device: torch.device, deadline: float, say) -> list[dict]:
+    from crosswalk.bench.train import TrainBenchConfig, bench_train
+
+    results = []
+    for row in train_rows(cfg):
+        if time.perf_counter() > deadline:
+            results.append(row | {"skipped": "time budget"})
+            continue
+        bench = TrainBenchConfig(
+            preset=row["preset"],
+            batch_size=cfg.batch_size,
+            workers=os.cpu_count() or 1,
+            steps=cfg.steps,
+            warmup=cfg.warmup,
+            repeats=cfg.repeats,
+            compile=row["compile"],
+            decode=row["decode"],
+        )
+        t0 = time.perf_counter()
+        try:
+            r = bench_train(data, bench, progress=False)
+        except Exception as e:  # one failing setting must not lose the others' figures
+            results.append(row | {"error": f"{type(e).__name__}: {e}"})
+            say(f"train {row}: {results[-1]['error']}")
+            continue
+        keep = ("train_images_per_s", "compute_only_images_per_s", "ratio", "data_wait_fraction", "mfu",
+                "params", "gflops_per_image", "device", "amp_bf16")  # fmt: skip
+        results.append(row | {k: r[k] for k in keep} | {"seconds": round(time.perf_counter() - t0, 1)})
+        say(
+            f"train {row['preset']} compile={row['compile']} decode={row['decode']}: "
+            f"{r['train_images_per_s']:.0f} img/s (compute only {r['compute_only_images_per_s']:.0f}), "
+            f"MFU {r['mfu']}"
+        )
+    return results
+
+
+def check_plan(cfg: DeviceCheckConfig, train: list[dict]) -> dict:
+    """The planner's H200 prediction for ``nano`` against the best measured ``nano`` row."""
+    from crosswalk.infra.catalog import load_catalog
+    from crosswalk.infra.planner import per_gpu_training_rate
+    from crosswalk.infra.profile_train import activation_bytes_per_image
+    from crosswalk.model import build_detector, model_info
+    from crosswalk.train.config import TrainConfig
+    from crosswalk.train.loop import model_config_for
+
+    catalog = load_catalog()
+    gpu = catalog["gpu"]["h200_sxm"]
+    mcfg = model_config_for(
+        TrainConfig(preset="nano", image_size=cfg.size), ("pedestrian", "cyclist", "vehicle")
+    )
+    model = build_detector(mcfg).train()
+    w, h = cfg.size
+    act = activation_bytes_per_image(model, lambda b: torch.zeros(b, 3, h, w))
+    profile = {
+        "gflops_forward_backward_per_image": model_info(mcfg)["gflops_forward_backward"],
+        "activation_bytes_per_image": act,
+        "activation_dtype": "float32",
+    }
+    predicted = per_gpu_training_rate(profile, gpu, gpu["cnn_train_mfu"], catalog["assumptions"])
+    measured = [r for r in train if r["preset"] == "nano" and "train_images_per_s" in r]
+    result = {"gpu": gpu["name"], "predicted_images_per_s": predicted["value"], "derivation": predicted}
+    if measured:
+        best = max(measured, key=lambda r: r["train_images_per_s"])
+        result |= {
+            "measured_images_per_s": best["train_images_per_s"],
+            "measured_setting": {k: best[k] for k in ("compile", "decode")},
+            "measured_compute_only_images_per_s": best["compute_only_images_per_s"],
+            "error_pct": round(
+                100 * abs(predicted["value"] - best["train_images_per_s"]) / best["train_images_per_s"], 1
+            ),
+            "measured_mfu": best["mfu"],
+        }
+    return result
+
+
+def _serving_module(preset: str, size: tuple[int, int], device: torch.device) -> torch.nn.Module:
+    from crosswalk.infer.export import ServingModule
+    from crosswalk.model import build_detector
+    from crosswalk.train.config import TrainConfig
+    from crosswalk.train.loop import model_config_for
+
+    torch.manual_seed(0)  # random weights: latency and throughput do not depend on them
+    mcfg = model_config_for(TrainConfig(preset=preset, image_size=size), ("pedestrian", "cyclist", "vehicle"))
+    net = build_detector(mcfg).eval().to(device).to(memory_format=torch.channels_last)
+    return ServingModule(net).eval()
+
+
+def _graphed(module: torch.nn.Module, example: torch.Tensor, amp: bool) -> Callable[[torch.Tensor], object]:
+    """``module`` captured in a CUDA graph for ``example``'s shape: one launch per call."""
+    static = example.clone()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    # autocast's cast cache would hold tensors made during capture: off, as the CUDA graphs notes ask
+    autocast = partial(torch.autocast, "cuda", dtype=torch.bfloat16, enabled=amp, cache_enabled=False)
+    with torch.cuda.stream(stream), autocast():
+        for _ in range(3):  # warm up on a side stream, as torch.cuda.graphs asks
+            module(static)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), autocast():
+        outputs = module(static)
+
+    def run(x: torch.Tensor) -> object:
+        static.copy_(x)
+        graph.replay()
+        return outputs
+
+    return run
+
+
+def check_infer(data: Path, cfg: DeviceCheckConfig, device: torch.device, say) -> dict:
+    import simplejpeg
+
+    from crosswalk.data.loader import decode_on_device
+    from crosswalk.data.shards import ShardReader
+
+    cuda = device.type == "cuda"
+    w, h = cfg.size
+    jpeg = ShardReader(data).image_bytes(0)
+    one = [np.frombuffer(bytearray(jpeg), np.uint8)]
+    decode_on_device(one, cfg.size, device)
+    result: dict = {
+        "jpeg_decode_device_ms": _latency_row(
+            _timed_calls(lambda: decode_on_device(one, cfg.size, device), cfg.latency_calls, device), 1
+        )["p50_ms"],
+        "jpeg_decode_cpu_ms": _latency_row(
+            _timed_calls(lambda: simplejpeg.decode_jpeg(jpeg, colorspace="RGB"), cfg.latency_calls, device), 1
+        )["p50_ms"],
+        "amp_bf16": cuda,
+        "presets": {},
+    }
+    for preset in cfg.presets:
+        module = _serving_module(preset, cfg.size, device)
+        rows = []
+        for batch in (1, cfg.offline_batch):
+            x = torch.full((batch, h, w, 3), 114, dtype=torch.uint8, device=device)
+            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                module(x)
+                ms = _timed_calls(partial(module, x), cfg.latency_calls, device)
+                rows.append({"mode": "eager"} | _latency_row(ms, batch))
+            if cuda:
+                with torch.inference_mode():
+                    ms = _timed_calls(partial(_graphed(module, x, amp=True), x), cfg.latency_calls, device)
+                    rows.append({"mode": "cuda_graph"} | _latency_row(ms, batch))
+            else:
+                rows.append({"mode": "cuda_graph", "batch": batch, "skipped": "needs CUDA"})
+        result["presets"][preset] = rows
+        best1 = min(r["p50_ms"] for r in rows if r["batch"] == 1 and "p50_ms" in r)
+        say(f"infer {preset}: batch 1 p50 {best1:.3f} ms (network), " + ", ".join(
+            f"{r['mode']} b{r['batch']} {r['images_per_s']:.0f} img/s" for r in rows if "images_per_s" in r
+        ))  # fmt: skip
+        result["presets"][preset + "_single_stream_with_device_decode_ms"] = round(
+            best1 + result["jpeg_decode_device_ms"], 4
+        )
+    return result
+
+
+def run_device_check(
+    out: str | Path, cfg: DeviceCheckConfig = DeviceCheckConfig(), progress: bool = True
+) -> dict:
+    """Every section in turn; ``out/device_check.json`` is rewritten after each, so a cut run keeps its
+    figures."""
+    say = (lambda *a: print(*a, flush=True)) if progress else (lambda *a: None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    deadline = start + cfg.budget_s
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    result: dict = {"config": asdict(cfg), "environment": _environment(device), "errors": {}}
+    path = out / "device_check.json"
+
+    def save() -> None:
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+
+    say(f"device check on {result['environment'].get('gpu', 'cpu')}; budget {cfg.budget_s:.0f} s")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        sections = [
+            ("data", lambda: check_data(data, cfg)),
+            ("decode", lambda: check_decode(data, cfg, device)),
+            ("train", lambda: check_train(data, cfg, device, deadline, say)),
+            ("plan", lambda: check_plan(cfg, result.get("train", []))),
+            ("infer", lambda: check_infer(data, cfg, device, say)),
+        ]
+        for name, fn in sections:
+            if name != "data" and "data" not in result:
+                result["errors"][name] = "skipped: no data"
+                continue
+            t0 = time.perf_counter()
+            try:
+                result[name] = fn()
+            except Exception as e:
+                result["errors"][name] = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}"
+                say(f"{name}: FAILED {type(e).__name__}: {e}")
+            else:
+                if name != "train":
+                    say(f"{name} ({time.perf_counter() - t0:.0f} s): {json.dumps(result[name])[:300]}")
+            save()
+    say(f"wrote {path} in {result['seconds']:.0f} s")
+    return result
