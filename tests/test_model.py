@@ -119,6 +119,33 @@ def test_assignment_gives_far_pedestrians_a_positive_and_large_boxes_a_coarse_le
     assert cls_valid.all()  # no ignore regions here
 
 
+def test_pad_targets_matches_a_copy_per_image():
+    g = torch.Generator().manual_seed(0)
+    counts = [0, 3, 1, 0, 5]
+    targets = [
+        {
+            "boxes": torch.rand(n, 4, generator=g) * 100,
+            "labels": torch.randint(0, 3, (n,), generator=g),
+            "ignore": torch.rand(n, generator=g) < 0.3,
+        }
+        for n in counts
+    ]
+    del targets[2]["ignore"]  # hand-made targets may leave it out: nothing ignored there
+    gt = pad_targets(targets, torch.device("cpu"))
+    assert gt["boxes"].shape == (5, 5, 4)
+    for i, (t, n) in enumerate(zip(targets, counts, strict=True)):
+        ignore = t.get("ignore", torch.zeros(n, dtype=torch.bool))
+        assert torch.equal(gt["boxes"][i, :n], t["boxes"]) and not gt["boxes"][i, n:].any()
+        assert torch.equal(gt["labels"][i, :n], t["labels"]) and not gt["labels"][i, n:].any()
+        assert torch.equal(gt["ignore"][i, :n], ignore) and not gt["ignore"][i, n:].any()
+        assert torch.equal(gt["real"][i, :n], ~ignore) and not gt["real"][i, n:].any()
+    assert pad_targets([{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0)}], "cpu")["boxes"].shape == (
+        1,
+        1,
+        4,
+    )
+
+
 def test_loss_is_finite_with_empty_targets():
     cfg = DetectorConfig.preset("nano", input_size=SMALL)
     model = build_detector(cfg)

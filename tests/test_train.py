@@ -220,3 +220,21 @@ def test_torchrun_two_gloo_ranks_train_evaluate_and_resume(data, tmp_path):
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _assert_same(_final_model(run), _final_model(ref), atol=1e-6)
+
+
+def test_targets_cross_to_an_accelerator_as_one_tensor_per_field():
+    from crosswalk.train.loop import targets_to
+
+    targets = [
+        {"boxes": torch.rand(n, 4), "labels": torch.arange(n), "ignore": torch.zeros(n, dtype=torch.bool)}
+        for n in (2, 0, 3)
+    ]
+    # "meta" stands in for a GPU here: every tensor moves, none of the data does
+    moved = targets_to(targets, torch.device("meta"))
+    assert [len(t["boxes"]) for t in moved] == [2, 0, 3]
+    assert all(
+        t[k].device.type == "meta" and t[k].shape == s[k].shape
+        for t, s in zip(moved, targets, strict=True)
+        for k in s
+    )
+    assert targets_to(targets, torch.device("cpu"))[2]["boxes"].equal(targets[2]["boxes"])

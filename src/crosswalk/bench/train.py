@@ -20,7 +20,7 @@ import torch
 from crosswalk.data.loader import LoaderConfig, ShardLoader, decode_on_device
 from crosswalk.model import build_detector, model_info
 from crosswalk.train.config import TrainConfig, bf16_autocast
-from crosswalk.train.loop import forward_backward, model_config_for
+from crosswalk.train.loop import forward_backward, model_config_for, targets_to
 
 # Dense BF16 tensor peaks (no sparsity), TFLOP/s, from the vendors' datasheets (see infra.md §1).
 DENSE_BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}
@@ -69,12 +69,16 @@ def bench_train(
     amp = bf16_autocast(cfg.amp, device)
     batches = iter(_forever(loader))
     held = next(batches)
-    if "jpegs" in held:  # compute only means pixels in memory: decode the held batch once
-        held = {k: v for k, v in held.items() if k != "jpegs"} | {
-            "images": decode_on_device(held["jpegs"], held["size"], "cpu")
-        }
-    else:  # the loader reuses its slots; keep a private copy
-        held = {**held, "images": held["images"].clone()}
+    # Compute only: one batch held on the device, pixels decoded and targets moved once (a private copy: the
+    # loader reuses its slots).
+    if "jpegs" in held:
+        images = decode_on_device(held["jpegs"], held["size"], device)
+    else:
+        images = held["images"].to(device, copy=True)
+    held = {k: v for k, v in held.items() if k != "jpegs"} | {
+        "images": images,
+        "targets": targets_to(held["targets"], device),
+    }
 
     def step(batch: dict) -> None:
         forward_backward(forward, batch, mcfg, device, amp)

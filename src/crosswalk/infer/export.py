@@ -35,6 +35,7 @@ from crosswalk.model import (
     STD_RGB,
     DetectorConfig,
     feature_sizes,
+    normalization_constants,
     normalize,
     scores_from_outputs,
 )
@@ -52,9 +53,12 @@ class ServingModule(nn.Module):
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
+        mean, inv_std = normalization_constants(next(net.parameters()).device)
+        self.register_buffer("mean", mean, persistent=False)  # made once, on the net's device
+        self.register_buffer("inv_std", inv_std, persistent=False)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.net(normalize(images))
+        out = self.net(normalize(images, self.mean, self.inv_std))
         return out[..., BOX], scores_from_outputs(out)
 
 

@@ -16,6 +16,7 @@ from crosswalk.model.detector import (
     build_detector,
     feature_sizes,
     model_info,
+    normalization_constants,
     normalize,
 )
 from crosswalk.model.loss import assign, detection_loss, pad_targets
@@ -36,6 +37,7 @@ __all__ = [
     "detection_loss",
     "feature_sizes",
     "model_info",
+    "normalization_constants",
     "normalize",
     "pad_targets",
     "scores_from_outputs",

@@ -50,16 +50,24 @@ _STAGE_CHANNELS = (128, 256, 512, 1024)
 _STAGE_BLOCKS = (3, 9, 9, 3)
 
 
-def normalize(images_uint8_nhwc: Tensor) -> Tensor:
+def normalization_constants(device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """``MEAN_RGB`` and ``1 / STD_RGB`` as (1, 3, 1, 1) float32 tensors on ``device``."""
+    mean = torch.tensor(MEAN_RGB, dtype=torch.float32).view(1, 3, 1, 1)
+    return mean.to(device), (1.0 / torch.tensor(STD_RGB, dtype=torch.float32).view(1, 3, 1, 1)).to(device)
+
+
+def normalize(images_uint8_nhwc: Tensor, mean: Tensor | None = None, inv_std: Tensor | None = None) -> Tensor:
     """uint8 RGB ``(B, H, W, 3)`` -> float32 NCHW in channels_last memory, ``(x - MEAN_RGB) / STD_RGB``.
 
     Run it on the training/inference device: the loader ships compact uint8 and the permute is a free view.
+    ``mean`` and ``inv_std`` (``normalization_constants``) already on that device save two small host-to-device
+    copies per call, which synchronise and which CUDA graph capture refuses.
     """
     x = images_uint8_nhwc
     if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
         raise ValueError(f"normalize expects uint8 (B, H, W, 3) RGB, got {x.dtype} {tuple(x.shape)}")
-    mean = torch.tensor(MEAN_RGB, device=x.device).view(1, 3, 1, 1)
-    inv_std = 1.0 / torch.tensor(STD_RGB, device=x.device).view(1, 3, 1, 1)
+    if mean is None or inv_std is None:
+        mean, inv_std = normalization_constants(x.device)
     x = x.permute(0, 3, 1, 2).float()  # NHWC storage seen as NCHW is exactly channels_last
     return ((x - mean) * inv_std).contiguous(memory_format=torch.channels_last)
 

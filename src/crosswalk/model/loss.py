@@ -27,20 +27,31 @@ from crosswalk.model.detector import BOX, CLASSES, QUALITY, anchor_points
 
 
 def pad_targets(targets: list[dict[str, Tensor]], device: torch.device) -> dict[str, Tensor]:
-    """Stack per-image targets to ``(B, G, ...)`` with a ``valid`` mask; G >= 1 even when every image is empty."""
-    g = max([1] + [len(t["boxes"]) for t in targets])
-    b = len(targets)
-    boxes = torch.zeros(b, g, 4, device=device)
-    labels = torch.zeros(b, g, dtype=torch.long, device=device)
-    ignore = torch.zeros(b, g, dtype=torch.bool, device=device)
+    """Stack per-image targets to ``(B, G, ...)`` with a ``valid`` mask; G >= 1 even when every image is empty.
+
+    One scatter per field rather than a copy per image: at batch 256 on a GPU the per-image form launched
+    about a thousand tiny kernels a step."""
+    counts = torch.tensor([len(t["boxes"]) for t in targets], dtype=torch.long)
+    b, g = len(targets), max([1] + counts.tolist())
+    owner = torch.repeat_interleave(torch.arange(b), counts)
+    slot = torch.arange(len(owner)) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+    where = (owner.to(device), slot.to(device))
+
+    def scattered(key: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        out = torch.zeros((b, g, *shape), dtype=dtype, device=device)
+        if len(owner):  # an image without the field (hand-made targets without "ignore") counts as zeros
+            parts = [
+                t[key].reshape(-1, *shape) if key in t else torch.zeros(len(t["boxes"]), *shape)
+                for t in targets
+            ]
+            out[where] = torch.cat([p.to(device, dtype) for p in parts])
+        return out
+
     valid = torch.zeros(b, g, dtype=torch.bool, device=device)
-    for i, t in enumerate(targets):
-        n = len(t["boxes"])
-        boxes[i, :n] = t["boxes"].to(device, torch.float32).reshape(n, 4)
-        labels[i, :n] = t["labels"].to(device)
-        if "ignore" in t:
-            ignore[i, :n] = t["ignore"].to(device)
-        valid[i, :n] = True
+    valid[where] = True
+    boxes = scattered("boxes", (4,), torch.float32)
+    labels = scattered("labels", (), torch.long)
+    ignore = scattered("ignore", (), torch.bool)
     return {"boxes": boxes, "labels": labels, "ignore": ignore & valid, "real": valid & ~ignore}
 
 
