@@ -124,6 +124,7 @@ def bench_train(
         "gflops_forward_per_image": round(info["gflops_forward"], 4),
         "achieved_gflops_per_s": round(train_rate * gflops, 2),
         "mfu": None if peak is None else round(train_rate * gflops / (peak * 1e3), 5),
+        "mfu_compute_only": None if peak is None else round(compute_rate * gflops / (peak * 1e3), 5),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "amp_bf16": amp,
         "threads": torch.get_num_threads(),

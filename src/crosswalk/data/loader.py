@@ -446,12 +446,19 @@ def decode_on_device(
     from torchvision.io import ImageReadMode, decode_jpeg
 
     w, h = size
-    out = torch.zeros((len(jpegs), h, w, 3), dtype=torch.uint8, device=device)
     real = [k for k, j in enumerate(jpegs) if len(j)]
-    if real:
-        data = [torch.from_numpy(jpegs[k]) for k in real]
-        decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-        out[real] = torch.stack(decoded).permute(0, 2, 3, 1)
+    if not real:
+        return torch.zeros((len(jpegs), h, w, 3), dtype=torch.uint8, device=device)
+    if torch.device(device).type == "cuda":
+        # nvJPEG decodes on its own stream into memory allocated on ours, without waiting for it: work still
+        # queued here (an optimizer step reading gradients freed by zero_grad) could see that memory reused
+        torch.cuda.current_stream(device).synchronize()
+    decoded = decode_jpeg([torch.from_numpy(jpegs[k]) for k in real], mode=ImageReadMode.RGB, device=device)
+    images = torch.stack(decoded).permute(0, 2, 3, 1)
+    if len(real) == len(jpegs):
+        return images
+    out = torch.zeros((len(jpegs), h, w, 3), dtype=torch.uint8, device=device)
+    out[real] = images
     return out
 
 
