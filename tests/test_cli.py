@@ -116,7 +116,8 @@ def test_errors_are_one_line_not_a_traceback(tmp_path, capsys):
 def test_bench_data_writes_the_issue_keys(synth_dir, tmp_path):
     out = tmp_path / "bench.json"
     assert (
-        main(["bench", "data", str(synth_dir), "--json", str(out), "--seconds", "0.3", "--batch-size", "4"])
+        main(["bench", "data", str(synth_dir), "--json", str(out), "--seconds", "0.2", "--rounds", "3",
+              "--batch-size", "4"])  # fmt: skip
         == 0
     )
     result = json.loads(out.read_text())
@@ -125,6 +126,8 @@ def test_bench_data_writes_the_issue_keys(synth_dir, tmp_path):
     assert result["ratio"] == pytest.approx(
         result["loader_images_per_s"] / result["decode_limit_images_per_s"], rel=0.01
     )
+    limits = [result[f"decode_limit_{d}_images_per_s"] for d in ("simplejpeg", "opencv")]
+    assert result["decode_limit_images_per_s"] == max(limits) and len(result["ratio_per_round"]) == 3
 
 
 _FAULTS_OF_A_64MB_BLOCK = """

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from crosswalk.cliutil import keep_freed_memory, positive_int, write_json
+from crosswalk.cliutil import keep_freed_memory, positive_float, positive_int, write_json
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -150,7 +150,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_bench_data(args: argparse.Namespace) -> int:
     from crosswalk.bench.data import DataBenchConfig, bench_data
 
-    cfg = DataBenchConfig(workers=args.workers, batch_size=args.batch_size, seconds=args.seconds)
+    cfg = DataBenchConfig(
+        workers=args.workers, batch_size=args.batch_size, seconds=args.seconds, rounds=args.rounds
+    )
     result = bench_data(args.dir, cfg)
     write_json(result, args.json)
     return 0
@@ -262,7 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--json", required=True)
     bd.add_argument("--workers", type=positive_int, default=2)
     bd.add_argument("--batch-size", type=positive_int, default=32)
-    bd.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    bd.add_argument("--seconds", type=positive_float, default=1.0, help="per phase of each round (default 1)")
+    bd.add_argument(
+        "--rounds", type=positive_int, default=12, help="loader and decode phases alternated (12)"
+    )
     bd.set_defaults(func=cmd_bench_data)
 
     bt = bsub.add_parser("train", help="training images/s with the real loader against compute only")

@@ -63,7 +63,7 @@ def run_demo(out: Path, frames: int = 512) -> int:
     (out / "data_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
 
     _step("loader benchmark (loader vs JPEG decode limit)")
-    bench = bench_data(data, DataBenchConfig(seconds=2.0, repeats=2, synth_frames=32))
+    bench = bench_data(data, DataBenchConfig(seconds=0.5, rounds=8, synth_frames=32))
     (out / "bench_data.json").write_text(json.dumps(bench, indent=2) + "\n")
 
     val = out / "data" / "val"
