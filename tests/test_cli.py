@@ -115,11 +115,8 @@ def test_errors_are_one_line_not_a_traceback(tmp_path, capsys):
 
 def test_bench_data_writes_the_issue_keys(synth_dir, tmp_path):
     out = tmp_path / "bench.json"
-    assert (
-        main(["bench", "data", str(synth_dir), "--json", str(out), "--seconds", "0.2", "--rounds", "3",
-              "--batch-size", "4"])  # fmt: skip
-        == 0
-    )
+    args = ["--seconds", "0.2", "--rounds", "3", "--batch-size", "4"]
+    assert main(["bench", "data", str(synth_dir), "--json", str(out), *args]) == 0
     result = json.loads(out.read_text())
     for key in ("synth_frames_per_s", "loader_images_per_s", "decode_limit_images_per_s", "ratio", "workers"):
         assert result[key] > 0
