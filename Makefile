@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= outputs
 
-.PHONY: demo test lint install clean reference-model
+.PHONY: demo test lint install clean reference-model device-wheels
 
 # The venv is rebuilt only when pyproject.toml changes (the stamp records the install).
 $(STAMP): pyproject.toml
@@ -43,3 +43,9 @@ reference-model: $(STAMP)
 	rm -rf runs/reference-nano-package
 	$(BIN)/crosswalk export models/reference-nano --out runs/reference-nano-package/reference-nano/1 --name reference-nano
 	cp runs/reference-nano-package/reference-nano/1/model.onnx runs/reference-nano-package/reference-nano/1/config.json models/reference-nano/
+
+# Wheels a lent GPU machine lacks for `crosswalk device-check` (its Python is 3.12; DEVELOPERS.md, "On a lent
+# GPU machine"): the device run carries .whl and installs them to a scratch folder there.
+device-wheels:
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl simplejpeg==1.9.0
