@@ -9,7 +9,7 @@ The three phases alternate in short rounds (``seconds`` each) with the loader an
 alive between them, and each figure is its total over the rounds. On this shared host, whose speed jumps
 for seconds at a time, 5 s phases measured the loader and the limit at different speeds: ratios of 0.56,
 0.63 and 0.75 in three runs. Twelve rounds of 1 s phases gave 0.75, 0.74 and 0.74 in a row (single rounds
-still range from 0.52 to 0.84).
+still range from 0.52 to 1.13).
 """
 
 from __future__ import annotations
