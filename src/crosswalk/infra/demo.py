@@ -31,9 +31,9 @@ def run_infra_demo(
         profile_train(data, TrainProfileConfig.quick() if quick else TrainProfileConfig()),
     )
     print("\n== profile the inference workload", flush=True)
-    # The full inference profile even in the demo (about 90 s instead of 45): with fewer rounds, this host's
-    # jumps in speed put `plan --validate` above 10% in most runs (11-19% in three quick runs, 7-9% in three
-    # full ones).
+    # The full inference profile even in the demo (about 2 minutes instead of 45 s): with fewer rounds, this
+    # host's jumps in speed put `plan --validate` above 10% in most runs (11-19% in three quick runs, 7-9% in
+    # three full ones).
     cfg = InferProfileConfig()
     save("profile_infer.json", profile_infer(model, cfg, bench_json=out / "bench_infer.json"))
     print("\n== plan the infrastructure: " + ", ".join(f"{k}={v}" for k, v in DEMO_PLAN.items()), flush=True)

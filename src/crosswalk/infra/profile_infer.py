@@ -36,7 +36,10 @@ class InferProfileConfig:
     replicas: int = 2
     replica_batch: int = 4
     replica_seconds: float = 0.6  # per phase of each round: short, so both phases see the same host load
-    replica_rounds: int = 10
+    # One 0.6 s round's two-replica efficiency (images per CPU-second together / alone) ranged 0.71-1.32 here
+    # (neighbours on the host). 10 rounds averaged to anything from 0.81 to 1.03, which set plan --validate's
+    # largest error (22.6% once); 30 rounds gave 0.94-1.09 in five runs.
+    replica_rounds: int = 30
 
     @classmethod
     def quick(cls, **overrides) -> InferProfileConfig:
