@@ -103,12 +103,8 @@ class LoaderPhases:
     def __init__(self, data_dir: Path, cfg: DataBenchConfig):
         self.loader = ShardLoader(data_dir, LoaderConfig(batch_size=cfg.batch_size, workers=cfg.workers))
         self.ready = max(cfg.workers, 1) * self.loader.cfg.prefetch_batches
-        self.batches = self._forever()
+        self.batches = self.loader.forever()
         next(self.batches)  # worker start-up is not timed
-
-    def _forever(self):
-        while True:
-            yield from self.loader
 
     def phase(self, seconds: float) -> tuple[int, float]:
         """(images, seconds) of one timed phase."""

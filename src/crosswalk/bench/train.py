@@ -67,7 +67,7 @@ def bench_train(
     forward = torch.compile(model) if cfg.compile else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     amp = bf16_autocast(cfg.amp, device)
-    batches = iter(_forever(loader))
+    batches = loader.forever()
     held = next(batches)
     # Compute only: one batch held on the device, pixels decoded and targets moved once (a private copy: the
     # loader reuses its slots).
@@ -133,8 +133,3 @@ def bench_train(
     }
     say(f"train {train_rate:.1f} img/s vs compute only {compute_rate:.1f} img/s: ratio {result['ratio']:.3f}")
     return result
-
-
-def _forever(loader: ShardLoader):
-    while True:
-        yield from loader

@@ -73,6 +73,12 @@ class LoaderConfig:
         if self.decode not in ("workers", "device"):
             raise ValueError(f"decode must be 'workers' or 'device', got {self.decode!r}")
 
+    @property
+    def ring_slots(self) -> int:
+        """BatchRing slots per worker: its prefetched batches, the one it is filling and the one the training
+        step holds."""
+        return self.prefetch_batches + 2
+
 
 def decode_image(data: bytes, out: np.ndarray | None = None) -> np.ndarray:
     """RGB uint8 HxWx3 from JPEG or PNG bytes; raises ValueError when they do not decode.
@@ -356,7 +362,7 @@ class ShardLoader:
         self.dataset.ring = None  # decode="device": the JPEG bytes travel instead
         if cfg.decode == "workers":
             self.dataset.ring = BatchRing(
-                max(cfg.workers, 1), cfg.prefetch_batches + 2, cfg.batch_size // world_size, cfg.image_size
+                max(cfg.workers, 1), cfg.ring_slots, cfg.batch_size // world_size, cfg.image_size
             )
         self.num_samples = len(self.dataset)
         if steps_per_epoch(self.num_samples, cfg.batch_size, cfg.train) == 0:
@@ -378,6 +384,11 @@ class ShardLoader:
 
     def __len__(self) -> int:
         return self.steps_per_epoch - self.step
+
+    def forever(self) -> Iterator[dict]:
+        """Batches epoch after epoch from the current position (benchmarks and step-counted training)."""
+        while True:
+            yield from self
 
     def state_dict(self) -> dict:
         return {

@@ -179,14 +179,14 @@ def train_rows(cfg: DeviceCheckConfig, compiled: bool = False) -> list[dict]:
 
 def loader_workers(cfg: DeviceCheckConfig, decode: str) -> tuple[int, str]:
     """Loader processes for a row: one per core, fewer when their batch slots would not fit in /dev/shm (the
-    BatchRing holds prefetch + 2 batches per worker there; containers often give /dev/shm 64 MB)."""
+    BatchRing holds ``LoaderConfig.ring_slots`` batches per worker there; containers often give /dev/shm 64 MB)."""
     from crosswalk.data.loader import LoaderConfig
 
     cores = os.cpu_count() or 1
     if decode == "device" or not Path("/dev/shm").is_dir():
         return cores, ""
     w, h = cfg.size
-    per_worker = (LoaderConfig().prefetch_batches + 2) * cfg.batch_size * w * h * 3
+    per_worker = LoaderConfig().ring_slots * cfg.batch_size * w * h * 3
     fit = int(0.8 * shutil.disk_usage("/dev/shm").free // per_worker)
     if fit < cores:
         return fit, f"/dev/shm fits {fit} workers' batch slots ({per_worker / 1e9:.2f} GB each)"
@@ -251,14 +251,10 @@ def check_plan(cfg: DeviceCheckConfig, train: list[dict]) -> dict:
     from crosswalk.infra.planner import per_gpu_training_rate
     from crosswalk.infra.profile_train import activation_bytes_per_image
     from crosswalk.model import build_detector, model_info
-    from crosswalk.train.config import TrainConfig
-    from crosswalk.train.loop import model_config_for
 
     catalog = load_catalog()
     gpu = catalog["gpu"]["h200_sxm"]
-    mcfg = model_config_for(
-        TrainConfig(preset="nano", image_size=cfg.size), ("pedestrian", "cyclist", "vehicle")
-    )
+    mcfg = _model_config("nano", cfg.size)
     model = build_detector(mcfg).train()
     w, h = cfg.size
     act = activation_bytes_per_image(model, lambda b: torch.zeros(b, 3, h, w))
@@ -287,15 +283,21 @@ def check_plan(cfg: DeviceCheckConfig, train: list[dict]) -> dict:
     return result
 
 
-def _serving_module(preset: str, size: tuple[int, int], device: torch.device) -> torch.nn.Module:
-    from crosswalk.infer.export import ServingModule
-    from crosswalk.model import build_detector
+def _model_config(preset: str, size: tuple[int, int]):
+    """The detector the trainer builds for ``preset`` on data of ``size`` with the synthetic categories."""
+    from crosswalk.data.schema import DEFAULT_CATEGORIES
     from crosswalk.train.config import TrainConfig
     from crosswalk.train.loop import model_config_for
 
+    return model_config_for(TrainConfig(preset=preset, image_size=size), DEFAULT_CATEGORIES)
+
+
+def _serving_module(preset: str, size: tuple[int, int], device: torch.device) -> torch.nn.Module:
+    from crosswalk.infer.export import ServingModule
+    from crosswalk.model import build_detector
+
     torch.manual_seed(0)  # random weights: latency and throughput do not depend on them
-    mcfg = model_config_for(TrainConfig(preset=preset, image_size=size), ("pedestrian", "cyclist", "vehicle"))
-    net = build_detector(mcfg).eval().to(device).to(memory_format=torch.channels_last)
+    net = build_detector(_model_config(preset, size)).eval().to(device).to(memory_format=torch.channels_last)
     return ServingModule(net).eval()
 
 

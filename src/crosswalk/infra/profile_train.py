@@ -259,7 +259,7 @@ def _profile(data: Path, cfg: TrainProfileConfig, say) -> dict:
         return t3 - t0
 
     # ---- real steps: the loader feeding the step ----------------------------------------------------------
-    batches = _forever(loader)
+    batches = loader.forever()
     for i in range(cfg.warmup + cfg.steps):
         t0 = time.perf_counter()
         batch = next(batches)
@@ -374,8 +374,3 @@ def _rate_row(times_s: list[float], batch: int) -> dict:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def _forever(loader):
-    while True:
-        yield from loader

@@ -18,7 +18,6 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,11 +116,6 @@ def forward_backward(
     loss, parts = detection_loss(outputs.float(), targets, mcfg)
     (loss * loss_scale).backward()
     return float(loss.detach()), parts
-
-
-def _batches(loader: ShardLoader) -> Iterator[dict]:
-    while True:
-        yield from loader
 
 
 class _StopFlag:
@@ -248,7 +242,7 @@ def _train(cfg: TrainConfig, data: Path, run: Path, val: Path | None, resume: bo
             save_checkpoint(run, step, state)
             export_weights(run, ema.state_dict(), mcfg.to_dict(), metrics)
 
-    batches = _batches(loader)
+    batches = loader.forever()
     bar = tqdm(
         total=cfg.steps, initial=step, desc="train", unit="step", disable=not d.main, dynamic_ncols=True
     )
