@@ -22,6 +22,7 @@ from crosswalk.infra.planner import (
     p99_latency_s,
     training_plan,
 )
+from crosswalk.infra.profile_train import _pair_interior
 from crosswalk.infra.report import SECTIONS, write_report
 from crosswalk.infra.validate import validate
 
@@ -228,8 +229,8 @@ def test_inference_plan_meets_the_bound_with_headroom() -> None:
 def test_validate_reports_each_error() -> None:
     result = validate(profile_train_fixture(), profile_infer_fixture())
     by_name = {c["name"]: c for c in result["checks"]}
-    # 32 images at the calibrated 53.333 img/s = 600 ms, measured 630 ms: 4.76 %
-    assert by_name["training step, batch 32"]["error_pct"] == pytest.approx(100 * 30 / 630, abs=0.05)
+    # optimizer 10 ms + 32 x (300 - 10) / 16 ms = 590 ms, measured 630 ms: 6.35 %
+    assert by_name["training step, batch 32"]["error_pct"] == pytest.approx(100 * 40 / 630, abs=0.05)
     # alpha + S/B through (1 MB, 2 ms) and (16 MB, 17 ms): 1 ms + 1 ms/MB -> 5 ms at 4 MB, measured 5.5
     assert by_name["2-rank gloo all-reduce, 4.0 MB"]["error_pct"] == pytest.approx(100 * 0.5 / 5.5, abs=0.05)
     # the fixture's 1-thread latency is exactly linear: no error at batches 4 and 16
@@ -239,18 +240,37 @@ def test_validate_reports_each_error() -> None:
     assert result["max_error_pct"] == max(c["error_pct"] for c in result["checks"])
 
 
-def test_validate_fits_the_training_step_line_through_two_batches() -> None:
+def test_validate_scales_the_per_image_cost_above_the_optimizer_step() -> None:
     profile = profile_train_fixture()
-    # paired steps of 200 ms at batch 8 and 300 ms at 16: 100 ms a step + 12.5 ms an image -> 500 ms at 32
-    profile["line_batch_size"] = 8
+    # 300 ms at batch 16, 20 of them the optimizer: 17.5 ms an image -> 20 + 32 x 17.5 = 580 ms at batch 32,
+    # against the step measured at its neighbours' speed (paired), 590 ms
     profile["compute_only"] = {
-        "8": {"step_ms": 210.0, "step_ms_paired": 200.0, "images_per_s": 38.1},
-        "16": {"step_ms": 300.0, "images_per_s": 53.333},
-        "32": {"step_ms": 560.0, "step_ms_paired": 520.0, "images_per_s": 57.1},
+        "16": {"step_ms": 300.0, "optimizer_ms": 20.0, "images_per_s": 53.333},
+        "32": {"step_ms": 640.0, "step_ms_paired": 590.0, "images_per_s": 50.0},
     }
     (check,) = [c for c in validate(profile, None)["checks"] if c["name"].startswith("training step")]
-    assert check["name"] == "training step, batch 32" and check["predicted"] == pytest.approx(500.0)
-    assert check["measured"] == 520.0 and check["error_pct"] == pytest.approx(100 * 20 / 520, abs=0.01)
+    assert check["name"] == "training step, batch 32" and check["predicted"] == pytest.approx(580.0)
+    assert check["measured"] == 590.0 and check["error_pct"] == pytest.approx(100 * 10 / 590, abs=0.01)
+
+
+def test_allreduce_pairing_uses_each_reps_own_ends() -> None:
+    # buffers of 1, 2 and 3 MB: the middle lies half-way along the line through the ends. In the second rep
+    # the host slowed down after the first buffer, which puts the medians (2 and 12 ms at the ends, 8.8 ms in
+    # the middle) in different reps; per rep the middle took 1.1, 1.26 and 1.1 x its own ends' line.
+    rows = [
+        {"bytes": 1_000_000, "ms": 2.0},
+        {"bytes": 2_000_000, "ms": 8.8},
+        {"bytes": 3_000_000, "ms": 12.0},
+    ]
+    times = [[0.002, 0.002, 0.004], [0.0044, 0.0088, 0.0088], [0.006, 0.012, 0.012]]
+    _pair_interior(rows, times)
+    assert "ms_paired" not in rows[0] and "ms_paired" not in rows[2]
+    assert rows[1]["ms_paired"] == pytest.approx(1.1 * (2.0 + 12.0) / 2)
+    (check,) = [
+        c for c in validate(profile_train_fixture() | {"allreduce": {"rows": rows}}, None)["checks"]
+        if c["name"].startswith("2-rank")
+    ]  # fmt: skip
+    assert check["measured"] == pytest.approx(7.7) and check["predicted"] == pytest.approx(7.0)
 
 
 def test_make_plan_has_the_promised_keys() -> None:

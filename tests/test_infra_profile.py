@@ -29,9 +29,7 @@ def tiny_weights(tmp_path_factory) -> Path:
 def test_profile_train_on_a_tiny_dataset(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     data = write_tiny_dataset(tmp_path / "tiny", n=24, size=(64, 48))
-    cfg = TrainProfileConfig.quick(
-        line_batch_size=2, batch_size=4, validate_batch_size=8, workers=0, allreduce_reps=3
-    )
+    cfg = TrainProfileConfig.quick(batch_size=4, validate_batch_size=8, workers=0, allreduce_reps=3)
     p = profile_train(data, cfg, progress=False)
     assert p["image_size"] == [64, 48]
     assert 0 < p["gflops_forward_per_image"] < p["gflops_forward_backward_per_image"]
@@ -46,13 +44,14 @@ def test_profile_train_on_a_tiny_dataset(tmp_path: Path) -> None:
     assert all(step[k] >= 0 for k in parts) and step["total_ms"] == pytest.approx(
         sum(step[k] for k in parts), abs=0.05
     )
-    assert set(p["compute_only"]) == {"2", "4", "8"}
-    line, calib, held_out = (p["compute_only"][b] for b in ("2", "4", "8"))
-    # every step at another batch size sits between two at the calibration batch
-    assert len(calib["steps_ms"]) == len(line["steps_ms"]) + len(held_out["steps_ms"]) + 1
-    assert line["step_ms_paired"] > 0 and held_out["step_ms_paired"] > 0
+    assert set(p["compute_only"]) == {"4", "8"}
+    calib, held_out = p["compute_only"]["4"], p["compute_only"]["8"]
+    # every held-out step sits between two at the calibration batch
+    assert len(calib["steps_ms"]) == len(held_out["steps_ms"]) + 1 == cfg.compute_rounds + 1
+    assert 0 < calib["optimizer_ms"] < calib["step_ms"] and held_out["step_ms_paired"] > 0
     rows = p["allreduce"]["rows"]  # a real 2-rank gloo run: gradient bytes x 1, 4, 16
     assert [r["bytes"] for r in rows] == [int(p["gradient_bytes_per_step"] * m) // 4 * 4 for m in (1, 4, 16)]
+    assert rows[1]["ms_paired"] > 0 and "ms_paired" not in rows[0]
     for r in rows:  # nccl-tests' busbw: algbw x 2(n-1)/n, which is algbw itself at n = 2
         assert r["busbw_gb_per_s"] == pytest.approx(r["bytes"] / (r["ms"] / 1e3) / 1e9, rel=0.01)
     checks = validate(p, None)["checks"]
@@ -64,7 +63,7 @@ def test_profile_infer_on_a_tiny_weights(tiny_weights: Path, tmp_path: Path) -> 
     bench = tmp_path / "bench_infer.json"
     bench.write_text('{"overhead_ms": 1.25}')
     cfg = InferProfileConfig(batches=(1, 2, 4), calibration_batches=(1, 2), threads=(1,), rounds=2, batch1_calls=4,
-                             replica_batch=2, replica_seconds=0.5)  # fmt: skip
+                             replica_batch=2, replica_seconds=0.5, replica_rounds=3)  # fmt: skip
     p = profile_infer(tiny_weights, cfg, bench_json=bench, progress=False)
     assert [(r["threads"], r["batch"]) for r in p["rows"]] == [(1, 1), (1, 2), (1, 4)]
     assert all(r["p50_ms"] > 0 and r["p50_ms_paired"] > 0 and r["images_per_s"] > 0 for r in p["rows"])
