@@ -25,9 +25,10 @@ def cmd_profile_train(args: argparse.Namespace) -> int:
         return _error(f"--data {args.data} is not a crosswalk dataset (no manifest.json); make one with "
                       "`crosswalk data synth` or leave --data out to profile on generated frames")  # fmt: skip
     overrides = {"preset": args.preset, "batch_size": args.batch_size, "workers": args.workers}
-    if args.batch_size < 1:
-        return _error("--batch-size must be at least 1")
-    overrides |= {"validate_batch_size": 2 * args.batch_size}  # the held-out step, at twice the batch
+    if args.batch_size < 2:
+        return _error("--batch-size must be at least 2: the step-time line also needs a step at half of it")
+    # the line's second point at half the calibration batch, the held-out step at twice it
+    overrides |= {"line_batch_size": args.batch_size // 2, "validate_batch_size": 2 * args.batch_size}
     cfg = TrainProfileConfig.quick(**overrides) if args.quick else TrainProfileConfig(**overrides)
     write_json(profile_train(args.data, cfg), args.json)
     return 0
@@ -126,7 +127,7 @@ def register(sub, groups) -> None:
         "--batch-size",
         type=int,
         default=16,
-        help="calibration batch (default 16); --validate predicts the step at twice it",
+        help="calibration batch (default 16); the step-time line also runs half of it, --validate predicts twice it",
     )
     pt.add_argument("--workers", type=int, default=2, help="loader processes")
     pt.add_argument("--quick", action="store_true", help="fewer steps (tests and the demo)")

@@ -4,8 +4,9 @@ Measured with the trainer's own pieces (``ShardLoader``, ``batch_images``, the d
 AdamW): FLOPs per image (``torch.utils.flop_counter`` via ``model_info``), activation bytes per image saved
 for backward, bytes per sample on storage (the manifest), decode CPU-seconds per sample, one step broken into
 data wait, forward (with the loss), backward and optimizer, and the gradient all-reduce timed in a real
-2-rank gloo run on a gradient-sized buffer. ``compute_only`` steps on a batch held in memory, at the
-calibration batch (16) and at the held-out one ``plan --validate`` predicts (32), alternate.
+2-rank gloo run on a gradient-sized buffer. ``compute_only`` steps at two batch sizes on a batch held in
+memory give the calibration points of the step-time line (batches 8 and 16) and the held-out one
+``plan --validate`` predicts (32).
 """
 
 from __future__ import annotations
@@ -29,29 +30,31 @@ from crosswalk.infra.machine import cores, measure_machine
 class TrainProfileConfig:
     preset: str = "nano"
     batch_size: int = 16  # the calibration batch
+    line_batch_size: int = 8  # the second calibration point of the step-time line a + c*b
     validate_batch_size: int = 32  # held out: plan --validate predicts its step time
     workers: int = 2  # loader processes, as the trainer's default
     warmup: int = 2
     steps: int = 4  # measured real-loader steps
-    # Held-out compute-only steps, each between two at the calibration batch (3.4 s a round for nano).
-    compute_rounds: int = 8
+    # Interleaved compute-only steps at the line and held-out batch sizes. At the default sizes the held-out
+    # prediction is 3*t(16) - 2*t(8): the extrapolation multiplies the timing noise by about 3.6, hence 5.
+    compute_rounds: int = 5
     decode_samples: int = 64
     allreduce_reps: int = 41  # 2 s in all: the median of many short runs, on a host whose speed jumps
     allreduce_multiples: tuple[float, ...] = (1.0, 4.0, 16.0)  # x gradient bytes
     synth_frames: int = 48  # when no --data is given
 
     def __post_init__(self) -> None:
-        if not 0 < self.batch_size < self.validate_batch_size:
+        if not 0 < self.line_batch_size < self.batch_size < self.validate_batch_size:
             raise ValueError(
-                "TrainProfileConfig needs 0 < batch_size < validate_batch_size, got "
-                f"{self.batch_size}, {self.validate_batch_size}"
+                "TrainProfileConfig needs 0 < line_batch_size < batch_size < validate_batch_size, got "
+                f"{self.line_batch_size}, {self.batch_size}, {self.validate_batch_size}"
             )
 
     @classmethod
     def quick(cls, **overrides) -> TrainProfileConfig:
         """For tests and the demo: ~3x less measuring, same outputs."""
         values = dict(
-            warmup=1, steps=2, compute_rounds=5, decode_samples=32, allreduce_reps=15, synth_frames=32
+            warmup=1, steps=2, compute_rounds=3, decode_samples=32, allreduce_reps=15, synth_frames=32
         )
         return cls(**{**values, **overrides})
 
@@ -98,7 +101,7 @@ def _pair_interior(rows: list[dict], times: list[list[float]]) -> None:
     to the line through that rep's end times is free of the host's slower and faster seconds; the median
     ratio times the line through the end medians is the interior time the ends would predict it to have
     (``plan --validate`` compares the two). Unpaired medians, 8 runs: 3.9-7.3% off that line; paired:
-    0.1-3.0% in 7 of them."""
+    0.1-3.0% in 7 of them, 8.8% in one."""
     (s0, first), (s1, last) = (rows[0]["bytes"], times[0]), (rows[-1]["bytes"], times[-1])
     for row, ts in zip(rows[1:-1], times[1:-1], strict=True):
         f = (row["bytes"] - s0) / (s1 - s0)
@@ -169,6 +172,10 @@ def _cat_batches(a: dict, b: dict) -> dict:
         "targets": a["targets"] + b["targets"],
         "index": torch.cat([a["index"], b["index"]]),
     }
+
+
+def _first(batch: dict, n: int) -> dict:
+    return {k: batch[k][:n] for k in ("images", "theta", "photometric", "targets", "index")}
 
 
 def _hold(batch: dict) -> dict:
@@ -245,10 +252,8 @@ def _profile(data: Path, cfg: TrainProfileConfig, say) -> dict:
     gradient_bytes = sum(p.numel() * 4 for p in model.parameters())  # DDP all-reduces fp32 gradients
 
     timings = {"data_wait": [], "forward": [], "backward": [], "optimizer": []}
-    optimizer_s: list[float] = []
 
     def step(batch: dict, record: bool) -> float:
-        """One training step; its time. ``optimizer_s`` collects every step's optimizer phase."""
         t0 = time.perf_counter()
         x = to_model_input(batch_images(batch, device))
         targets = [{k: v.to(device) for k, v in t.items()} for t in batch["targets"]]
@@ -265,7 +270,6 @@ def _profile(data: Path, cfg: TrainProfileConfig, say) -> dict:
         optimizer.zero_grad(set_to_none=True)
         _sync(device)
         t3 = time.perf_counter()
-        optimizer_s.append(t3 - t2)
         if record:
             timings["forward"].append(t1 - t0)
             timings["backward"].append(t2 - t1)
@@ -291,23 +295,26 @@ def _profile(data: Path, cfg: TrainProfileConfig, say) -> dict:
     torch.save({"model": model.state_dict(), "ema": ema, "optimizer": optimizer.state_dict()}, buf)
     checkpoint_bytes = buf.tell()
 
-    # ---- compute only, the calibration and held-out batches alternating (drifting load hits both alike) ----
-    # Every other step is one at the calibration batch, and each held-out step is compared with the two on
-    # either side of it: the host's speed jumps for seconds at a time (see profile_infer).
-    for b in (held, held_big):
+    # ---- compute only, three batch sizes interleaved (drifting load hits all alike) -------------------------
+    # Every other step is one at the calibration batch, and each step at another batch size is compared with
+    # the two on either side of it: the host's speed jumps for seconds at a time (see profile_infer).
+    held_line = _first(held, cfg.line_batch_size)
+    for b in (held_line, held, held_big):
         step(b, False)
-    optimizer_s.clear()
-    small, big, ratios = [step(held, False)], [], []
+    small = [step(held, False)]
+    others: dict[int, list[float]] = {cfg.line_batch_size: [], cfg.validate_batch_size: []}
+    ratios: dict[int, list[float]] = {n: [] for n in others}
     for _ in range(cfg.compute_rounds):
-        big.append(step(held_big, False))
-        small.append(step(held, False))
-        ratios.append(big[-1] / (small[-2] * small[-1]) ** 0.5)
-    compute_only = {str(cfg.batch_size): _rate_row(small, cfg.batch_size)}
-    compute_only[str(cfg.batch_size)]["optimizer_ms"] = round(1e3 * statistics.median(optimizer_s), 2)
-    compute_only[str(cfg.validate_batch_size)] = _rate_row(big, cfg.validate_batch_size)
-    # at the calibration batch's speed: its median x the median ratio to its neighbours
-    paired_ms = 1e3 * statistics.median(ratios) * statistics.median(small)
-    compute_only[str(cfg.validate_batch_size)]["step_ms_paired"] = round(paired_ms, 2)
+        for n, b in ((cfg.line_batch_size, held_line), (cfg.validate_batch_size, held_big)):
+            others[n].append(step(b, False))
+            small.append(step(held, False))
+            ratios[n].append(others[n][-1] / (small[-2] * small[-1]) ** 0.5)
+    compute_only = {}
+    for n, ts in sorted({**others, cfg.batch_size: small}.items()):
+        compute_only[str(n)] = _rate_row(ts, n)
+        if n in ratios:  # at the calibration batch's speed: its median x the median ratio to its neighbours
+            paired_ms = 1e3 * statistics.median(ratios[n]) * statistics.median(small)
+            compute_only[str(n)]["step_ms_paired"] = round(paired_ms, 2)
     say("compute only: " + ", ".join(f"batch {n} {row['step_ms']:.0f} ms" for n, row in compute_only.items()))
 
     # ---- the all-reduce, 2 real gloo ranks ----------------------------------------------------------------
@@ -349,6 +356,7 @@ def _profile(data: Path, cfg: TrainProfileConfig, say) -> dict:
         },
         "compute_only": compute_only,
         "calibration_batch_size": cfg.batch_size,
+        "line_batch_size": cfg.line_batch_size,
         "achieved_gflops_per_s": round(achieved, 2),
         "mfu_this_machine": round(achieved / machine["matmul_fp32_gflops"], 4),
         "gradient_bytes_per_step": gradient_bytes,

@@ -2,12 +2,9 @@
 
 Each check calibrates on some measured points of this machine's profiles and predicts another one:
 
-- training step time: the planner's assumption that a step's images cost the same each at any batch from the
-  calibration batch up (it sizes GPUs at their own, larger batches from images/s at one batch): a step is
-  its optimizer phase, whatever the batch, plus batch x the per-image rest, both measured at the calibration
-  batch -> the step time at twice that batch (measured between two calibration-batch steps, at the speed
-  they ran at: ``step_ms_paired``). Not checked below the calibration batch, where this CPU's per-image cost
-  rises (batch 8 cost 9-11% more per image than batch 16 in three profiles);
+- training step time: the line a + c*b through compute-only steps at two batch sizes (a: what a step costs
+  whatever its size, the optimizer's update among it) -> the step time at the held-out batch (every step
+  measured between two calibration-batch steps, at the speed they ran at: ``step_ms_paired``);
 - inference latency: the line a + c*b fitted on the calibration batches -> every other measured batch,
   for each thread count (latencies paired with batch-1 calls, so that all are at one host speed level);
 - replicas: one replica's images per CPU-second x the CPU-seconds per second the replicas were given (process
@@ -35,23 +32,25 @@ def _check(name: str, calibrated_on: str, predicted: float, measured: float, uni
     }
 
 
+def _step_ms(row: dict) -> float:
+    """A compute-only row's step time: paired with its calibration-batch neighbours when the profile has it."""
+    return row.get("step_ms_paired", row["step_ms"])
+
+
 def training_checks(profile: dict) -> list[dict]:
     compute = profile["compute_only"]
-    calib = str(profile["calibration_batch_size"])
-    row = compute[calib]
-    fixed = row.get("optimizer_ms", profile["step"]["optimizer_ms"])
-    per_image = (row["step_ms"] - fixed) / int(calib)
-    how = f"optimizer {fixed:.0f} ms + batch x per-image cost of compute-only steps at batch {calib}"
+    calib = [str(profile["calibration_batch_size"])]
+    if "line_batch_size" in profile:  # a line a + c*b through two batch sizes; older profiles: images/s alone
+        calib.insert(0, str(profile["line_batch_size"]))
+        a, c = fit_line([int(b) for b in calib], [_step_ms(compute[b]) for b in calib])
+        how = f"step time a + c*b through compute-only steps at batches {' and '.join(calib)}"
+    else:
+        a, c = 0.0, 1e3 / compute[calib[0]]["images_per_s"]
+        how = f"compute-only images/s at batch {calib[0]}"
     out = [
-        _check(
-            f"training step, batch {b}",
-            how,
-            fixed + per_image * int(b),
-            r.get("step_ms_paired", r["step_ms"]),
-            "ms",
-        )
-        for b, r in compute.items()
-        if b != calib
+        _check(f"training step, batch {b}", how, a + c * int(b), _step_ms(compute[b]), "ms")
+        for b in compute
+        if b not in calib
     ]
     rows = profile["allreduce"]["rows"]
     if len(rows) >= 3:
