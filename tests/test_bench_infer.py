@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crosswalk.bench.infer import InferBenchConfig, bench_infer
+from crosswalk.bench.infer import InferBenchConfig, _server_breakdown, bench_infer
 from crosswalk.bench.loadgen import RunResult, RunSettings, run_loadgen, search_server_qps, summary_validity
-from crosswalk.bench.suts import HttpSUT
+from crosswalk.bench.suts import HttpSUT, server_timing
 from crosswalk.cli import main
 
 
@@ -116,6 +116,10 @@ def test_bench_infer_end_to_end_on_a_tiny_budget(tmp_path: Path) -> None:
         result["batched_images_per_s"] / result["batch1_images_per_s"], rel=1e-2
     )
     assert result["runtime_network_only_p50_ms"] <= result["runtime_p50_ms"]
+    # the server's own Server-Timing parts of each SingleStream request, and what is left for HTTP and co.
+    parts = result["server_timing_p50_ms"]
+    assert parts["client"] > 0 and parts["compute"] > 0 and parts["decode"] > 0 and parts["queue"] >= 0
+    assert 0 < result["overhead_paired_ms"] < parts["client"]
     assert result["server_info"]["source"].startswith("started")
     # every run kept its LoadGen logs, and the JSON's validity is LoadGen's
     runs = result["runs"]
@@ -171,3 +175,23 @@ def test_http_sut_reconnects_once_when_the_server_dropped_an_idle_connection() -
         sut.close()
         server.shutdown()
         server.server_close()
+
+
+def test_server_timing_header_parses_into_milliseconds() -> None:
+    header = 'decode;dur=1.250, queue;dur=0.1, cache;desc="hit", compute;dur=17.5, bad;dur=x'
+    assert server_timing(header) == {"decode": 1.25, "queue": 0.1, "compute": 17.5}
+    assert server_timing(None) == {}
+
+
+def test_paired_overhead_is_each_requests_client_time_less_its_own_decode_and_compute() -> None:
+    # three requests on a host whose speed changed: each pays about 2 ms of HTTP on top of its own work
+    timings = [
+        (22.0, {"decode": 1.0, "queue": 0.2, "compute": 19.0}),
+        (32.5, {"decode": 1.5, "queue": 0.3, "compute": 29.0}),
+        (21.0, {"decode": 1.0, "queue": 0.1, "compute": 18.0}),
+        (5.0, {}),  # no Server-Timing (another server): left out
+    ]
+    out = _server_breakdown(timings)
+    assert out["overhead_paired_ms"] == pytest.approx(2.0)  # median of 2.0, 2.0, 2.0
+    assert out["server_timing_p50_ms"]["http_and_handoffs"] == pytest.approx(1.8)  # of 1.8, 1.7, 1.9
+    assert _server_breakdown([(5.0, {})]) == {"overhead_paired_ms": None, "server_timing_p50_ms": None}

@@ -310,7 +310,7 @@ def outputs(tmp_path: Path) -> Path:
     (out / "bench_train.json").write_text(json.dumps({"train_images_per_s": 20.0, "compute_only_images_per_s": 21.0,
                                                       "ratio": 0.95, "data_wait_fraction": 0.02, "params": 357128,
                                                       "gflops_per_image": 1.24, "mfu": None}))  # fmt: skip
-    (out / "bench_infer.json").write_text(json.dumps({"runtime_p50_ms": 20.0, "server_p50_ms": 22.0, "overhead_ms": 2.0,
+    (out / "bench_infer.json").write_text(json.dumps({"runtime_p50_ms": 20.0, "server_p50_ms": 22.0, "overhead_ms": 2.0, "overhead_paired_ms": 2.1,
                                                       "batched_images_per_s": 60.0, "server_max_qps": 40.0,
                                                       "p99_bound_ms": 100.0, "valid": True}))  # fmt: skip
     (out / "drive.json").write_text(json.dumps({

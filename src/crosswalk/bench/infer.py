@@ -305,6 +305,7 @@ def bench_infer(
     max_qps: dict[str, float | None] = {}
     result: dict = {}
     network_ms: list[float] = []
+    server_timings: list[tuple[float, dict[str, float]]] = []
     started = time.perf_counter()
 
     if "runtime" in cfg.systems:
@@ -329,10 +330,11 @@ def bench_infer(
             http = HttpSUT(server_url, jpegs)
             try:
                 reported["server"], plotted["server"], max_qps["server"], recs = _measure_system(
-                    "server", http.handle, http.handle, cfg.http_clients, 1, cfg, base, say
+                    "server", http.single, http.handle, cfg.http_clients, 1, cfg, base, say
                 )
             finally:
                 http.close()
+        server_timings = http.timings[CALIBRATION_CALLS:]  # the SingleStream run's requests only
         records += recs
         result["server_info"] = {
             "url": server_url,
@@ -365,6 +367,7 @@ def bench_infer(
         "server_p90_ms": pct(sv, "SingleStream", "90.00"),
         "server_p99_ms": pct(sv, "SingleStream", "99.00"),
         "overhead_ms": None if None in (runtime_p50, server_p50) else round(server_p50 - runtime_p50, 3),
+        **_server_breakdown(server_timings),
         "batch1_images_per_s": batch1,
         "batched_images_per_s": batched,
         "batching_gain": None if None in (batch1, batched) else round(batched / batch1, 3),
@@ -387,6 +390,11 @@ def bench_infer(
             "runtime_network_only_p50_ms": "Predictor.run alone (the neural network, batch 1), timed by the SUT "
             "during the same SingleStream run",
             "server_p50_ms": "LoadGen SingleStream over HTTP: POST /v1/detect with the JPEG, JSON answer parsed",
+            "overhead_paired_ms": "per SingleStream request over HTTP, the client's time minus the server's own "
+            "decode and compute of that request (its Server-Timing header), median: what HTTP, JSON, the "
+            "queue and the hand-offs add, free of the host's speed changes between the two runs of overhead_ms",
+            "server_timing_p50_ms": "medians of the same requests' client time and Server-Timing parts; "
+            "http_and_handoffs = client - decode - queue - compute",
             "batched_images_per_s": f"LoadGen Offline through the Predictor, batches of up to {cfg.max_batch}",
             "server_max_qps": f"highest Poisson rate whose LoadGen Server run is VALID at p99 <= {cfg.p99_ms} ms "
             "(bisection between 0 and the Offline throughput)",
@@ -412,6 +420,22 @@ def bench_infer(
         print_summary(result)
         say(f"wrote {json_out}, {histogram} and LoadGen logs in {base / 'loadgen'}")
     return result
+
+
+def _server_breakdown(timings: list[tuple[float, dict[str, float]]]) -> dict:
+    """``overhead_paired_ms`` and ``server_timing_p50_ms`` from (client ms, Server-Timing parts) per request;
+    None for both when there are none or the server sent no decode and compute parts."""
+    parts = ("decode", "queue", "compute")
+    rows = [(client, t) for client, t in timings if all(k in t for k in parts)]
+    if not rows:
+        return {"overhead_paired_ms": None, "server_timing_p50_ms": None}
+    client = np.array([c for c, _ in rows])
+    server = {k: np.array([t[k] for _, t in rows]) for k in parts}
+    p50 = {"client": client, **server, "http_and_handoffs": client - sum(server.values())}
+    return {
+        "overhead_paired_ms": _ms(float(np.median(client - server["decode"] - server["compute"]))),
+        "server_timing_p50_ms": {k: _ms(float(np.median(v))) for k, v in p50.items()},
+    }
 
 
 def _round(value: float | None) -> float | None:

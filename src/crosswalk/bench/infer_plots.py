@@ -65,6 +65,7 @@ def print_summary(result: dict) -> None:
         "runtime_p90_ms",
         "server_p50_ms",
         "overhead_ms",
+        "overhead_paired_ms",
         "batch1_images_per_s",
         "batched_images_per_s",
         "batching_gain",

@@ -58,6 +58,9 @@ class HttpSUT:
     unlike ``httpx.post``), no connection or TLS set-up per request (env.md sec. 7)."""
 
     def __init__(self, url: str, jpegs: list[bytes], timeout_s: float = 30.0) -> None:
+        # Per ``single`` call: the client's milliseconds and the server's own ``Server-Timing`` parts of it
+        # (decode, queue, compute); empty parts when the server sends no such header.
+        self.timings: list[tuple[float, dict[str, float]]] = []
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"url must look like http://host:port, got {url!r}")
@@ -84,6 +87,9 @@ class HttpSUT:
         return conn
 
     def detect(self, index: int) -> dict:
+        return self._detect(index)[0]
+
+    def _detect(self, index: int) -> tuple[dict, dict[str, float]]:
         headers = {"content-type": "image/jpeg"}
         for attempt in range(2):
             conn = self._connection()
@@ -102,7 +108,14 @@ class HttpSUT:
             raise RuntimeError(
                 f"HTTP {response.status} from {self.path}: {data[:200].decode(errors='replace')}"
             )
-        return orjson.loads(data)
+        return orjson.loads(data), server_timing(response.getheader("server-timing"))
+
+    def single(self, indices: list[int]) -> None:
+        """As ``handle``, keeping each request's client time and the server's Server-Timing parts."""
+        for i in indices:
+            t0 = time.perf_counter_ns()
+            _, parts = self._detect(i)
+            self.timings.append(((time.perf_counter_ns() - t0) / 1e6, parts))
 
     def handle(self, indices: list[int]) -> None:
         for i in indices:
@@ -113,3 +126,19 @@ class HttpSUT:
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
+
+
+def server_timing(header: str | None) -> dict[str, float]:
+    """``Server-Timing: decode;dur=1.2, queue;dur=0.1`` -> {"decode": 1.2, "queue": 0.1} (milliseconds);
+    entries without a ``dur`` are left out, and so is anything that does not parse."""
+    parts: dict[str, float] = {}
+    for entry in (header or "").split(","):
+        name, *params = (p.strip() for p in entry.split(";"))
+        for param in params:
+            key, _, value = param.partition("=")
+            if name and key.strip() == "dur":
+                try:
+                    parts[name] = float(value.strip().strip('"'))
+                except ValueError:
+                    pass
+    return parts

@@ -457,7 +457,10 @@ def inference_plan(
         "derivation": {
             "device": _d(chosen, "the feasible device (p99 <= bound) of least power", p99_bound_ms=p99_ms),
             "server_overhead_ms": _d(
-                overhead, "bench_infer.json overhead_ms (server p50 - runtime p50); 0 if not run"
+                overhead,
+                "bench_infer.json overhead_paired_ms (per request: client time - the server's decode and "
+                "compute), else overhead_ms (server p50 - runtime p50); 0 if not run",
+                source=profile.get("server_overhead_source"),
             ),
         },
     }

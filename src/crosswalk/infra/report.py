@@ -192,7 +192,7 @@ def needs_table(inputs: dict) -> list[dict]:
          "training": f"all-reduce {_fmt(_get(pt, 'step', 'allreduce_ms'), 'ms')} per step (2 gloo ranks here); planned "
                      f"{_fmt(_get(t, 'allreduce_ms_per_step'), 'ms')} on {_fmt(_get(t, 'gpus'))} GPU(s); interconnect-bound: "
                      f"{_fmt(_get(t, 'interconnect_bound'))}",
-         "inference": f"server p50 {_fmt(_get(bi, 'server_p50_ms'), 'ms')} (overhead {_fmt(_get(bi, 'overhead_ms'), 'ms')}); planned p99 "
+         "inference": f"server p50 {_fmt(_get(bi, 'server_p50_ms'), 'ms')} (overhead {_fmt(_get(bi, 'overhead_ms'), 'ms')}, per request {_fmt(_get(bi, 'overhead_paired_ms'), 'ms')}); planned p99 "
                       f"{_fmt(_get(i, 'p99_ms_predicted'), 'ms')} on {_fmt(_get(i, 'device'))}"},
         {"need": "Throughput",
          "training": f"{_fmt(_get(bt, 'train_images_per_s'), 'images/s')} with the loader, {_fmt(_get(bt, 'compute_only_images_per_s'), 'images/s')} compute only "
