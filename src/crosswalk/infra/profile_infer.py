@@ -228,6 +228,7 @@ def profile_infer(
     costs = model_costs(config["model_config"])
     w, h = config["input_size"]
     bench = _read_json(bench_json)
+    overhead_ms, overhead_key = _overhead(bench)
     result = {
         "model": str(model) if model is not None else "models/reference-nano",
         "backend": "onnxruntime",
@@ -252,8 +253,8 @@ def profile_infer(
         **costs,
         "input_bytes_per_image": w * h * 3,
         "jpeg_bytes_per_image": _jpeg_bytes(),
-        "server_overhead_ms": _overhead(bench)[0],
-        "server_overhead_source": f"{bench_json} {_overhead(bench)[1]}"
+        "server_overhead_ms": overhead_ms,
+        "server_overhead_source": f"{bench_json} {overhead_key}"
         if bench
         else "not run (bench_infer.json absent)",
         "machine": measure_machine(quick=True),

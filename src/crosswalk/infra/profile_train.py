@@ -54,7 +54,7 @@ class TrainProfileConfig:
     def quick(cls, **overrides) -> TrainProfileConfig:
         """For tests and the demo: fewer real-loader steps and decode samples, same outputs. The figures
         ``plan --validate`` predicts keep their full repetitions (the compute-only rounds and the all-reduce
-        reps: 15 reps put the all-reduce check at 6.5-12.3% in three quick profiles); they cost about 12 s
+        reps: 15 unpaired reps put the all-reduce check at 6.5-12.3% in three quick profiles); they cost about 12 s
         more than 3 rounds and 15 reps."""
         values = dict(warmup=1, steps=2, decode_samples=32, synth_frames=32)
         return cls(**{**values, **overrides})
