@@ -85,9 +85,9 @@ def _replica_loop(model, threads: int, batch: int, commands, results) -> None:
 
 
 def measure_replicas(model, replicas: int, threads: int, batch: int, seconds: float, rounds: int = 3) -> dict:
-    """One replica alone against ``replicas`` side by side, each a spawned process with its own Predictor
-    of ``threads`` threads, in ``rounds`` alternations of ``seconds`` each (so that load drifting on a shared
-    machine hits both alike). Returns ``alone`` and ``together``: images/s (summed over replicas), the
+    """One replica alone (each in turn) against ``replicas`` side by side, each a spawned process with its own
+    Predictor of ``threads`` threads, in ``rounds`` alternations of ``seconds`` each (so that load drifting on
+    a shared machine hits both alike). Returns ``alone`` and ``together``: images/s (summed over replicas), the
     CPU-seconds per second the OS gave them (process time, summed), and the largest RSS in MB."""
     import multiprocessing as mp
 
@@ -104,11 +104,13 @@ def measure_replicas(model, replicas: int, threads: int, batch: int, seconds: fl
             proc.start()
         for q in results:
             q.get(timeout=300)
-        for _ in range(rounds):
-            for phase, active in (("alone", 1), ("together", replicas)):
-                for q in commands[:active]:
-                    q.put(seconds)
-                runs[phase].append([results[r].get(timeout=300) for r in range(active)])
+        for k in range(rounds):
+            # The replica that runs alone takes turns: each replica's process may run on another core, with
+            # other neighbours, and "together" runs them all.
+            for phase, active in (("alone", [k % replicas]), ("together", range(replicas))):
+                for r in active:
+                    commands[r].put(seconds)
+                runs[phase].append([results[r].get(timeout=300) for r in active])
     finally:
         for q in commands:
             q.put(None)
@@ -246,7 +248,7 @@ def profile_infer(
             "cpu_s_per_s": together["cpu_s_per_s"],
             "one_replica_images_per_s": alone["images_per_s"],
             "one_replica_cpu_s_per_s": alone["cpu_s_per_s"],
-            "how": f"one replica alone, then all side by side, alternated {cfg.replica_rounds} times for "
+            "how": f"one replica alone (each in turn), then all side by side, alternated {cfg.replica_rounds} times for "
             f"{cfg.replica_seconds} s each, each replica a spawned process; cpu_s_per_s = process CPU time "
             "over wall time, summed: the cores the replicas actually got beside other tenants of this machine",
         },
