@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from crosswalk.data.loader import LoaderConfig, ShardLoader, decode_on_device
+from crosswalk.data.loader import LoaderConfig, ShardLoader, batch_pixels
 from crosswalk.model import build_detector, model_info
 from crosswalk.train.config import TrainConfig, bf16_autocast
 from crosswalk.train.loop import forward_backward, model_config_for, targets_to
@@ -71,12 +71,8 @@ def bench_train(
     held = next(batches)
     # Compute only: one batch held on the device, pixels decoded and targets moved once (a private copy: the
     # loader reuses its slots).
-    if "jpegs" in held:
-        images = decode_on_device(held["jpegs"], held["size"], device)
-    else:
-        images = held["images"].to(device, copy=True)
     held = {k: v for k, v in held.items() if k != "jpegs"} | {
-        "images": images,
+        "images": batch_pixels(held, device, copy=True),
         "targets": targets_to(held["targets"], device),
     }
 

@@ -473,13 +473,18 @@ def decode_on_device(
     return out
 
 
+def batch_pixels(batch: dict, device: torch.device | str = "cpu", copy: bool = False) -> torch.Tensor:
+    """The batch's uint8 (B, H, W, 3) pixels on ``device``: decoded there (``decode="device"``) or moved from
+    the BatchRing; ``copy=True`` gives a private copy even on the ring's own device (the ring reuses slots)."""
+    if "jpegs" in batch:
+        return decode_on_device(batch["jpegs"], batch["size"], device)
+    return batch["images"].to(device, non_blocking=True, copy=copy)
+
+
 def batch_images(batch: dict, device: torch.device | str = "cpu") -> torch.Tensor:
     """The batch's images on ``device`` as float (B, 3, H, W) in [0, 1], channels_last, augmented when the
     loader left the pixel work to the device (and decoded there with ``decode="device"``)."""
-    if "jpegs" in batch:
-        images = decode_on_device(batch["jpegs"], batch["size"], device)
-    else:
-        images = batch["images"].to(device, non_blocking=True)
+    images = batch_pixels(batch, device)
     theta, photometric = batch["theta"], batch["photometric"]
     identity = bool((theta == torch.from_numpy(IDENTITY_THETA)).all()) and bool(
         (photometric == torch.from_numpy(IDENTITY_PHOTOMETRIC)).all()

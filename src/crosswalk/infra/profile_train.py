@@ -208,7 +208,7 @@ def _profile(data: Path, cfg: TrainProfileConfig, say) -> dict:
     from crosswalk.model import build_detector, detection_loss, model_info
     from crosswalk.train.config import TrainConfig, bf16_autocast
     from crosswalk.train.evaluation import to_model_input
-    from crosswalk.train.loop import _param_groups, model_config_for
+    from crosswalk.train.loop import _param_groups, model_config_for, targets_to
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(max(1, cores()))
@@ -257,7 +257,7 @@ def _profile(data: Path, cfg: TrainProfileConfig, say) -> dict:
     def step(batch: dict, record: bool) -> float:
         t0 = time.perf_counter()
         x = to_model_input(batch_images(batch, device))
-        targets = [{k: v.to(device) for k, v in t.items()} for t in batch["targets"]]
+        targets = targets_to(batch["targets"], device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             outputs = model(x)
         loss, _ = detection_loss(outputs.float(), targets, mcfg)
