@@ -22,6 +22,7 @@ from crosswalk.infra.planner import (
     p99_latency_s,
     training_plan,
 )
+from crosswalk.infra.profile_infer import paired_efficiency
 from crosswalk.infra.profile_train import _pair_interior
 from crosswalk.infra.report import SECTIONS, write_report
 from crosswalk.infra.validate import validate
@@ -238,6 +239,25 @@ def test_validate_reports_each_error() -> None:
     # 100 images per CPU-second x 1.9 CPU-s/s = 190, measured 190
     assert by_name["2 replicas side by side, images/s"]["error_pct"] == pytest.approx(0)
     assert result["max_error_pct"] == max(c["error_pct"] for c in result["checks"])
+
+
+def test_replica_check_is_paired_round_by_round() -> None:
+    # (images, wall s, CPU s): round 1 alone 50 images on 0.5 CPU-s = 100/CPU-s, together 90 + 90 images/s on
+    # 1.8 CPU-s/s -> 180 / (100 x 1.8) = 1.0; round 2 a slow host, 40/CPU-s alone and 36 images/s each on
+    # 1.8 CPU-s/s together -> 72 / 72 = 1.0; round 3: 100/CPU-s alone, 80 + 80 on 2.0 -> 0.8. Median 1.0;
+    # rates pooled over the rounds would say 0.92.
+    alone = [[(50, 0.5, 0.5)], [(20, 0.5, 0.5)], [(50, 0.5, 0.5)]]
+    together = [
+        [(45, 0.5, 0.45), (45, 0.5, 0.45)],
+        [(18, 0.5, 0.45), (18, 0.5, 0.45)],
+        [(40, 0.5, 0.5), (40, 0.5, 0.5)],
+    ]
+    assert paired_efficiency(alone, together) == pytest.approx(1.0)
+    profile = profile_infer_fixture()
+    profile["replicas"] |= {"efficiency_paired": 0.95}
+    (check,) = [c for c in validate(None, profile)["checks"] if c["name"].startswith("2 replicas")]
+    assert check["predicted"] == pytest.approx(190.0) and check["measured"] == pytest.approx(180.5)
+    assert check["error_pct"] == pytest.approx(100 * 9.5 / 180.5, abs=0.01)
 
 
 def test_validate_fits_the_training_step_line_through_two_batches() -> None:

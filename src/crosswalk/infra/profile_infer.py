@@ -66,9 +66,13 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _replica_loop(model, threads: int, batch: int, commands, results) -> None:
+def _replica_loop(model, threads: int, batch: int, commands, results, core: int | None = None) -> None:
     """One replica: a Predictor that runs batches for each ``seconds`` it is sent, reporting
-    (images, wall s, CPU s, RSS bytes) after each; None stops it."""
+    (images, wall s, CPU s, RSS bytes) after each; None stops it. ``core``: the CPU it is pinned to."""
+    import os
+
+    if core is not None:
+        os.sched_setaffinity(0, {core})
     from crosswalk.infer import Predictor
 
     p = Predictor(model, threads=threads)
@@ -88,14 +92,25 @@ def measure_replicas(model, replicas: int, threads: int, batch: int, seconds: fl
     """One replica alone (each in turn) against ``replicas`` side by side, each a spawned process with its own
     Predictor of ``threads`` threads, in ``rounds`` alternations of ``seconds`` each (so that load drifting on
     a shared machine hits both alike). Returns ``alone`` and ``together``: images/s (summed over replicas), the
-    CPU-seconds per second the OS gave them (process time, summed), and the largest RSS in MB."""
-    import multiprocessing as mp
+    CPU-seconds per second the OS gave them (process time, summed), and the largest RSS in MB; and
+    ``efficiency_paired``: the median over rounds of together's images per CPU-second / alone's in that round.
 
+    With a core for each single-threaded replica, replica r is pinned to core r, as a cpuset would place it:
+    left alone, the scheduler gives the lone replica whichever core is quickest at the moment (on a VM a core
+    slows while its host sibling is busy), which "together" cannot have."""
+    import multiprocessing as mp
+    import os
+
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    pin = threads == 1 and len(cores) >= replicas
     ctx = mp.get_context("spawn")
     commands = [ctx.Queue() for _ in range(replicas)]
     results = [ctx.Queue() for _ in range(replicas)]
     procs = [
-        ctx.Process(target=_replica_loop, args=(model, threads, batch, commands[r], results[r]))
+        ctx.Process(
+            target=_replica_loop,
+            args=(model, threads, batch, commands[r], results[r], cores[r] if pin else None),
+        )
         for r in range(replicas)
     ]
     runs: dict[str, list] = {"alone": [], "together": []}
@@ -131,7 +146,23 @@ def measure_replicas(model, replicas: int, threads: int, batch: int, seconds: fl
             "rss_mb": round(rss / 2**20, 1),
         }
 
-    return {phase: summary(r) for phase, r in runs.items()}
+    return {
+        **{phase: summary(r) for phase, r in runs.items()},
+        "efficiency_paired": round(paired_efficiency(runs["alone"], runs["together"]), 4),
+        "pinned": pin,
+    }
+
+
+def paired_efficiency(alone: list, together: list) -> float:
+    """Median over rounds of the replicas' summed images/s / (the lone replica's images per CPU-second x the
+    replicas' summed CPU-seconds per second), each round's runs as (images, wall s, CPU s, ...) tuples."""
+
+    def one(alone_run: list, together_run: list) -> float:
+        ((n, _, cpu, *_),) = alone_run
+        rate = sum(m / w for m, w, *_ in together_run)
+        return rate / (n / cpu * sum(c / w for _, w, c, *_ in together_run))
+
+    return statistics.median(one(a, t) for a, t in zip(alone, together, strict=True))
 
 
 def model_costs(model_config: dict) -> dict:
@@ -248,8 +279,14 @@ def profile_infer(
             "cpu_s_per_s": together["cpu_s_per_s"],
             "one_replica_images_per_s": alone["images_per_s"],
             "one_replica_cpu_s_per_s": alone["cpu_s_per_s"],
+            # together's images per CPU-second / alone's, round by round, median: the replicas' figure at the
+            # speed the alone replica ran at in the same round (images_per_s pools all rounds' time)
+            "efficiency_paired": scaling["efficiency_paired"],
+            "pinned_to_cores": scaling["pinned"],
             "how": f"one replica alone (each in turn), then all side by side, alternated {cfg.replica_rounds} times for "
-            f"{cfg.replica_seconds} s each, each replica a spawned process; cpu_s_per_s = process CPU time "
+            f"{cfg.replica_seconds} s each, each replica a spawned process"
+            + (" pinned to its own core" if scaling["pinned"] else "")
+            + "; cpu_s_per_s = process CPU time "
             "over wall time, summed: the cores the replicas actually got beside other tenants of this machine",
         },
         **costs,

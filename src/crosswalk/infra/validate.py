@@ -9,7 +9,8 @@ Each check calibrates on some measured points of this machine's profiles and pre
   for each thread count (latencies paired with batch-1 calls, so that all are at one host speed level);
 - replicas: one replica's images per CPU-second x the CPU-seconds per second the replicas were given (process
   time; on a machine shared with other tenants the cores a job gets vary from minute to minute) -> the
-  replicas' summed images/s: the planner's "replicas scale with the cores they get" assumption;
+  replicas' summed images/s: the planner's "replicas scale with the cores they get" assumption (measured
+  round by round against the lone replica, at the speed it ran at: ``efficiency_paired``);
 - all-reduce: t = alpha + S/B fitted on the smallest and largest buffers of the 2-rank gloo run -> the
   middle one (timed in the same reps as the ends, at the speed they ran at: ``ms_paired``).
 
@@ -89,13 +90,16 @@ def inference_checks(profile: dict) -> list[dict]:
                 )
     rep = profile.get("replicas")
     if rep and rep.get("one_replica_images_per_s"):
-        per_core_s = rep["one_replica_images_per_s"] / rep["one_replica_cpu_s_per_s"]
+        predicted = rep["one_replica_images_per_s"] / rep["one_replica_cpu_s_per_s"] * rep["cpu_s_per_s"]
+        # paired: the replicas' images per CPU-second against the lone replica's in the same round, median
+        # over rounds, at the predicted figure's speed level (older profiles: the pooled images/s)
+        measured = predicted * rep["efficiency_paired"] if "efficiency_paired" in rep else rep["images_per_s"]
         out.append(
             _check(
                 f"{rep['replicas']} replicas side by side, images/s",
                 "one replica's images per CPU-second x the CPU-seconds per second the replicas got",
-                per_core_s * rep["cpu_s_per_s"],
-                rep["images_per_s"],
+                predicted,
+                measured,
                 "images/s",
             )
         )
