@@ -203,7 +203,9 @@ def needs_table(inputs: dict) -> list[dict]:
          "training": f"planned {_fmt(_get(t, 'gpus'))} GPU(s) in {_fmt(_get(t, 'nodes'))} node(s); gloo busbw here "
                      f"{_fmt(_first_busbw(pt), 'GB/s')}",
          "inference": f"{_fmt(_get(pi, 'replicas', 'replicas'))} replicas here: {_fmt(_get(pi, 'replicas', 'images_per_s'), 'images/s')} "
-                      f"on {_fmt(_get(pi, 'replicas', 'cpu_s_per_s'), 'cores')}; planned {_fmt(_get(i, 'replicas'))} replicas"},
+                      f"on {_fmt(_get(pi, 'replicas', 'cpu_s_per_s'), 'cores')}"
+                      + (f" ({_fmt(eff)} x one replica's images per core)" if (eff := _get(pi, 'replicas', 'efficiency_paired')) is not None else "")
+                      + f"; planned {_fmt(_get(i, 'replicas'))} replicas"},
         {"need": "Reliability",
          "training": f"checkpoint {_fmt(_scaled(_get(pt, 'checkpoint_bytes'), 1e-6), 'MB')} written in "
                      f"{_fmt(_get(t, 'checkpoint_write_s'), 's')} to NVMe; exact resume after a kill (tested)",
