@@ -385,8 +385,9 @@ def test_report_has_every_section_and_image_embedded(outputs: Path) -> None:
     for section in SECTIONS:
         assert f'<section id="{section}">' in page
     images = re.findall(r'<img src="([^"]+)"', page)
-    # montage + step breakdown + latency vs batch + two plan plots
-    assert len(images) == 5 and all(src.startswith("data:image/png;base64,") for src in images)
+    # montage + step breakdown + latency vs batch + two plan plots, and the reference model's three eval plots
+    assert len(images) == 5 + 3 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert "reference model (models/reference-nano): miss_rate.png" in page
     assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched from the network
     for needle in ("six needs", "Vehicle loop", "day-50", "kr6288v2", "KR4268V2", "max error", "not run"):
         assert needle.lower() in page.lower()

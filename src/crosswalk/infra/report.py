@@ -44,6 +44,8 @@ def load_inputs(from_dir: str | Path) -> dict[str, Any]:
             if not SKIP_DIRS.intersection(p.relative_to(d).parts[:-1]):
                 pngs.append(p)
     inputs["pngs"] = pngs
+    # the shipped model's curves beside the quick run's (a few minutes of training leave those near 100% miss)
+    inputs["reference_pngs"] = sorted((REFERENCE_MODEL / "plots").glob("*.png"))
     return inputs
 
 
@@ -143,6 +145,9 @@ def _plots(inputs: dict) -> dict[str, list[dict]]:
         out["plan"].append({"uri": _figure_uri(fig), "caption": "plan.json: training alternatives"})
     for p in inputs["pngs"]:
         out[_section_of(p)].append({"uri": _png_uri(p.read_bytes()), "caption": p.name})
+    for p in inputs.get("reference_pngs", []):
+        caption = f"reference model (models/{REFERENCE_MODEL.name}): {p.name}"
+        out["trainer"].append({"uri": _png_uri(p.read_bytes()), "caption": caption})
     return out
 
 
@@ -378,7 +383,10 @@ def render_report(inputs: dict, from_dir: str | Path = "outputs") -> str:
         "scenarios": scenarios,
         "safe": safe,
         "plan": plan,
-        "plan_inputs": ", ".join(f"{k}={v}" for k, v in (plan or {}).get("inputs", {}).items()),
+        "plan_inputs": ", ".join(
+            f"{k}={'the whole catalog' if k == 'hardware' and v is None else v}"
+            for k, v in (plan or {}).get("inputs", {}).items()
+        ),
         "t": (plan or {}).get("training"),
         "i": (plan or {}).get("inference"),
         "t_deriv": [
