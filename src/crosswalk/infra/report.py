@@ -44,6 +44,7 @@ def load_inputs(from_dir: str | Path) -> dict[str, Any]:
             if not SKIP_DIRS.intersection(p.relative_to(d).parts[:-1]):
                 pngs.append(p)
     inputs["pngs"] = pngs
+    inputs["from_dir"] = d
     # the shipped model's curves beside the quick run's (a few minutes of training leave those near 100% miss)
     inputs["reference_pngs"] = sorted((REFERENCE_MODEL / "plots").glob("*.png"))
     return inputs
@@ -143,8 +144,9 @@ def _plots(inputs: dict) -> dict[str, list[dict]]:
                         xytext=(0, 3), textcoords="offset points")  # fmt: skip
         ax.legend()
         out["plan"].append({"uri": _figure_uri(fig), "caption": "plan.json: training alternatives"})
-    for p in inputs["pngs"]:
-        out[_section_of(p)].append({"uri": _png_uri(p.read_bytes()), "caption": p.name})
+    for p in inputs["pngs"]:  # captioned with their path in the outputs folder: eval_plots/miss_rate.png
+        caption = str(p.relative_to(inputs["from_dir"]))
+        out[_section_of(p)].append({"uri": _png_uri(p.read_bytes()), "caption": caption})
     for p in inputs.get("reference_pngs", []):
         caption = f"reference model (models/{REFERENCE_MODEL.name}): {p.name}"
         out["trainer"].append({"uri": _png_uri(p.read_bytes()), "caption": caption})
