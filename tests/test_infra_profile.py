@@ -81,6 +81,7 @@ def test_profile_infer_on_a_tiny_weights(tiny_weights: Path, tmp_path: Path) -> 
     rep = p["replicas"]
     assert rep["images_per_s"] > 0 and rep["cpu_s_per_s"] > 0 and rep["one_replica_images_per_s"] > 0
     assert rep["efficiency_paired"] > 0
+    assert all(v is None or 0 <= v <= os.cpu_count() for v in rep["host_steal_cores"].values())
     assert rep["pinned_to_cores"] == (len(os.sched_getaffinity(0)) >= 2)  # a core for each 1-thread replica
     names = {c["name"] for c in validate(None, p)["checks"]}
     assert names == {"inference p50 latency, batch 4, 1 thread(s)", "2 replicas side by side, images/s"}

@@ -114,6 +114,7 @@ def measure_replicas(model, replicas: int, threads: int, batch: int, seconds: fl
         for r in range(replicas)
     ]
     runs: dict[str, list] = {"alone": [], "together": []}
+    steal = {"alone": [0.0, 0.0], "together": [0.0, 0.0]}  # (stolen CPU-seconds, wall seconds) per phase
     try:
         for proc in procs:
             proc.start()
@@ -123,9 +124,13 @@ def measure_replicas(model, replicas: int, threads: int, batch: int, seconds: fl
             # The replica that runs alone takes turns: each replica's process may run on another core, with
             # other neighbours, and "together" runs them all.
             for phase, active in (("alone", [k % replicas]), ("together", range(replicas))):
+                stolen, t0 = _steal_s(), time.perf_counter()
                 for r in active:
                     commands[r].put(seconds)
                 runs[phase].append([results[r].get(timeout=300) for r in active])
+                if stolen is not None and (now := _steal_s()) is not None:
+                    steal[phase][0] += now - stolen
+                    steal[phase][1] += time.perf_counter() - t0
     finally:
         for q in commands:
             q.put(None)
@@ -150,7 +155,21 @@ def measure_replicas(model, replicas: int, threads: int, batch: int, seconds: fl
         **{phase: summary(r) for phase, r in runs.items()},
         "efficiency_paired": round(paired_efficiency(runs["alone"], runs["together"]), 4),
         "pinned": pin,
+        "steal_cores": {phase: round(s / wall, 3) if wall else None for phase, (s, wall) in steal.items()},
     }
+
+
+def _steal_s() -> float | None:
+    """CPU-seconds the hypervisor has given to other guests while this machine's CPUs wanted to run, summed
+    over CPUs (``/proc/stat``'s steal column); None where it is not readable."""
+    import os
+
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def paired_efficiency(alone: list, together: list) -> float:
@@ -283,6 +302,9 @@ def profile_infer(
             # speed the alone replica ran at in the same round (images_per_s pools all rounds' time)
             "efficiency_paired": scaling["efficiency_paired"],
             "pinned_to_cores": scaling["pinned"],
+            # cores' worth of time the hypervisor took from this VM in each phase (/proc/stat steal): other
+            # tenants at work. Their contention for shared caches and core siblings does not show here.
+            "host_steal_cores": scaling["steal_cores"],
             "how": f"one replica alone (each in turn), then all side by side, alternated {cfg.replica_rounds} times for "
             f"{cfg.replica_seconds} s each, each replica a spawned process"
             + (" pinned to its own core" if scaling["pinned"] else "")
@@ -299,8 +321,16 @@ def profile_infer(
         "machine": measure_machine(quick=True),
         "config": asdict(cfg),
     }
+    stolen = scaling["steal_cores"]
     say(
-        f"{cfg.replicas} replicas: {together['images_per_s']:.1f} images/s on {together['cpu_s_per_s']:.2f} cores; memory per replica {result['memory_per_replica_mb']} MB"
+        f"{cfg.replicas} replicas: {together['images_per_s']:.1f} images/s on {together['cpu_s_per_s']:.2f} cores, "
+        f"{scaling['efficiency_paired']:.3f} x one replica's images per core; memory per replica "
+        f"{result['memory_per_replica_mb']} MB"
+        + (
+            f"; the host took {stolen['alone']:.2f} / {stolen['together']:.2f} cores (alone / together)"
+            if None not in stolen.values()
+            else ""
+        )
     )
     return result
 
