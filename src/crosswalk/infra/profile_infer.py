@@ -121,8 +121,8 @@ def measure_replicas(model, replicas: int, threads: int, batch: int, seconds: fl
         for q in results:
             q.get(timeout=300)
         for k in range(rounds):
-            # The replica that runs alone takes turns: each replica's process may run on another core, with
-            # other neighbours, and "together" runs them all.
+            # The replica that runs alone takes turns, so that the lone rate covers every replica's core (and
+            # its neighbours on the host); "together" runs them all.
             for phase, active in (("alone", [k % replicas]), ("together", range(replicas))):
                 stolen, t0 = _steal_s(), time.perf_counter()
                 for r in active:
