@@ -15,6 +15,7 @@ kernel count (for the roofline on other devices), and the server overhead from `
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -61,16 +62,12 @@ def _overhead(bench: dict | None) -> tuple[float | None, str]:
 
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
-        import os
-
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _replica_loop(model, threads: int, batch: int, commands, results, core: int | None = None) -> None:
     """One replica: a Predictor that runs batches for each ``seconds`` it is sent, reporting
     (images, wall s, CPU s, RSS bytes) after each; None stops it. ``core``: the CPU it is pinned to."""
-    import os
-
     if core is not None:
         os.sched_setaffinity(0, {core})
     from crosswalk.infer import Predictor
@@ -99,7 +96,6 @@ def measure_replicas(model, replicas: int, threads: int, batch: int, seconds: fl
     left alone, the scheduler gives the lone replica whichever core is quickest at the moment (on a VM a core
     slows while its host sibling is busy), which "together" cannot have."""
     import multiprocessing as mp
-    import os
 
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     pin = threads == 1 and len(cores) >= replicas
@@ -162,8 +158,6 @@ def measure_replicas(model, replicas: int, threads: int, batch: int, seconds: fl
 def _steal_s() -> float | None:
     """CPU-seconds the hypervisor has given to other guests while this machine's CPUs wanted to run, summed
     over CPUs (``/proc/stat``'s steal column); None where it is not readable."""
-    import os
-
     try:
         with open("/proc/stat") as f:
             fields = f.readline().split()

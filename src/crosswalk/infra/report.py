@@ -147,7 +147,7 @@ def _plots(inputs: dict) -> dict[str, list[dict]]:
     for p in inputs["pngs"]:  # captioned with their path in the outputs folder: eval_plots/miss_rate.png
         caption = str(p.relative_to(inputs["from_dir"]))
         out[_section_of(p)].append({"uri": _png_uri(p.read_bytes()), "caption": caption})
-    for p in inputs.get("reference_pngs", []):
+    for p in inputs["reference_pngs"]:
         caption = f"reference model (models/{REFERENCE_MODEL.name}): {p.name}"
         out["trainer"].append({"uri": _png_uri(p.read_bytes()), "caption": caption})
     return out
