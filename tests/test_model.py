@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from crosswalk.data.targets import BatchTargets
 from crosswalk.model import (
     MEAN_RGB,
     STD_RGB,
@@ -144,6 +145,33 @@ def test_pad_targets_matches_a_copy_per_image():
         1,
         4,
     )
+
+
+def test_batch_targets_index_slice_join_and_pad_like_the_per_image_list():
+    g = torch.Generator().manual_seed(1)
+    counts = [2, 0, 3, 1]
+    per_image = [
+        {
+            "boxes": torch.rand(n, 4, generator=g),
+            "labels": torch.arange(n),
+            "ignore": torch.zeros(n, dtype=torch.bool),
+        }
+        for n in counts
+    ]
+    flat = BatchTargets.from_list(per_image)
+    assert len(flat) == 4 and flat.owner.tolist() == [0, 0, 2, 2, 2, 3]
+    assert all(torch.equal(flat[i]["boxes"], t["boxes"]) for i, t in enumerate(per_image))
+    assert torch.equal(flat[-1]["labels"], per_image[3]["labels"])
+    assert [len(t["boxes"]) for t in flat[1:3]] == [0, 3] and flat[1:3].counts.tolist() == [0, 3]
+    assert [len(t["boxes"]) for t in flat[::2]] == [2, 3]
+    joined = flat[:1] + flat[2:]
+    assert joined.counts.tolist() == [2, 3, 1] and torch.equal(joined[1]["boxes"], per_image[2]["boxes"])
+    with pytest.raises(IndexError):
+        flat[4]
+    with pytest.raises(ValueError, match="add up to"):
+        BatchTargets({"boxes": torch.zeros(3, 4)}, [1, 1])
+    padded, from_list = pad_targets(flat, "cpu"), pad_targets(per_image, "cpu")
+    assert all(torch.equal(padded[k], from_list[k]) for k in padded)
 
 
 def test_loss_is_finite_with_empty_targets():

@@ -38,6 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from crosswalk.data.shards import CorruptSampleError, ShardReader, objects_as_targets
+from crosswalk.data.targets import BatchTargets
 from crosswalk.data.transforms import (
     IDENTITY_PHOTOMETRIC,
     IDENTITY_THETA,
@@ -266,7 +267,7 @@ class ShardSamples(Dataset):
             objects, owner = transform_targets(objects, owner, g, (w, h), self.cfg.augment)
             theta = device_theta(g, (w, h))
         return pixels | {
-            "objects": objects,  # flat over the batch; to_torch splits them per image (cheaper to pickle)
+            "objects": objects,  # flat over the batch, as the loss takes them (to_torch: BatchTargets)
             "counts": np.bincount(owner, minlength=n),
             "index": indices,
             "valid": real,
@@ -317,13 +318,12 @@ def collate(batch: dict) -> dict:
 
 
 def to_torch(batch: dict) -> dict:
-    """NumPy fields of a batch as tensors (zero-copy)."""
+    """NumPy fields of a batch as tensors (zero-copy); the targets stay flat (``BatchTargets``)."""
     out = dict(batch)
     for k in ("index", "valid", "theta", "photometric"):
         out[k] = torch.from_numpy(np.ascontiguousarray(batch[k]))
-    counts = out.pop("counts").tolist()
-    fields = {k: torch.from_numpy(v).split(counts) for k, v in out.pop("objects").items()}
-    out["targets"] = [{k: parts[i] for k, parts in fields.items()} for i in range(len(counts))]
+    fields = {k: torch.from_numpy(v) for k, v in out.pop("objects").items()}
+    out["targets"] = BatchTargets(fields, torch.from_numpy(out.pop("counts")))
     return out
 
 

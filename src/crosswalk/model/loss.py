@@ -22,29 +22,28 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
+from crosswalk.data.targets import BatchTargets, as_batch_targets
 from crosswalk.model.config import DetectorConfig
 from crosswalk.model.detector import BOX, CLASSES, QUALITY, anchor_points
 
 
-def pad_targets(targets: list[dict[str, Tensor]], device: torch.device) -> dict[str, Tensor]:
-    """Stack per-image targets to ``(B, G, ...)`` with a ``valid`` mask; G >= 1 even when every image is empty.
+def pad_targets(targets: BatchTargets | list[dict[str, Tensor]], device: torch.device) -> dict[str, Tensor]:
+    """Lay a batch's targets out as ``(B, G, ...)`` with a ``valid`` mask; G >= 1 even when every image is empty.
 
-    One scatter per field rather than a copy per image: at batch 256 on a GPU the per-image form launched
-    about a thousand tiny kernels a step."""
-    counts = torch.tensor([len(t["boxes"]) for t in targets], dtype=torch.long)
+    One scatter per field from the flat form (``BatchTargets``, what the loader yields; a list of per-image
+    dicts is flattened first). At batch 256 on a GPU a copy per image launched about a thousand tiny kernels
+    a step."""
+    targets = as_batch_targets(targets)
+    counts = targets.counts
     b, g = len(targets), max([1] + counts.tolist())
-    owner = torch.repeat_interleave(torch.arange(b), counts)
+    owner = targets.owner
     slot = torch.arange(len(owner)) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
     where = (owner.to(device), slot.to(device))
 
     def scattered(key: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         out = torch.zeros((b, g, *shape), dtype=dtype, device=device)
-        if len(owner):  # an image without the field (hand-made targets without "ignore") counts as zeros
-            parts = [
-                t[key].reshape(-1, *shape) if key in t else torch.zeros(len(t["boxes"]), *shape)
-                for t in targets
-            ]
-            out[where] = torch.cat([p.to(device, dtype) for p in parts])
+        if len(owner) and key in targets.fields:  # a field nobody has (hand-made targets) counts as zeros
+            out[where] = targets.fields[key].reshape(-1, *shape).to(device, dtype)
         return out
 
     valid = torch.zeros(b, g, dtype=torch.bool, device=device)
@@ -104,7 +103,7 @@ def box_iou_pairs(a: Tensor, b: Tensor) -> Tensor:
 
 def detection_loss(
     outputs: Tensor,
-    targets: list[dict[str, Tensor]],
+    targets: BatchTargets | list[dict[str, Tensor]],
     cfg: DetectorConfig,
     image_size: tuple[int, int] | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
