@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from conftest import write_tiny_dataset
-from crosswalk.data.loader import LoaderConfig, ShardLoader, batch_images, epoch_order, rank_indices
+from crosswalk.data.loader import (
+    LoaderConfig,
+    ShardLoader,
+    ShardSamples,
+    batch_images,
+    epoch_order,
+    rank_indices,
+)
 from crosswalk.data.transforms import (
     IDENTITY_PHOTOMETRIC,
     IDENTITY_THETA,
@@ -301,3 +308,20 @@ def test_targets_match_the_json_annotations(data):
             t["boxes"].numpy(), np.array([o["box"] for o in objects]).reshape(-1, 4), atol=1e-4
         )
         assert t["ignore"].tolist() == [o["ignore"] for o in objects]
+
+
+def test_fitted_objects_letterbox_only_the_images_of_another_size(data):
+    """The per-dataset ``fitted`` table plus a letterbox for odd-sized images gives what one pass over the raw
+    objects of the whole batch gives."""
+    samples = ShardSamples(data, LoaderConfig(image_size=(64, 48)))
+    indices = np.array([3, 5, -1, 7, 2, 11])
+    pre = Geometry.identity(len(indices), 64)
+    odd = [1, 3, 5]  # as if samples 5, 7 and 11 were 128x96: half size, centred
+    pre.scale[odd], pre.tx[odd], pre.ty[odd], pre.in_width[odd] = 0.5, 0.0, 0.0, 128.0
+    got, owner = samples.fitted_objects(indices, pre)
+    raw, raw_owner = samples.objects_of(indices)
+    want, want_owner = transform_targets(raw, raw_owner, pre, (64, 48), AugmentConfig())
+    assert len(set(owner.tolist()) & set(odd)) >= 2  # the case is not vacuous
+    np.testing.assert_array_equal(owner, want_owner)
+    for k, v in want.items():
+        np.testing.assert_array_equal(got[k], v, err_msg=k)

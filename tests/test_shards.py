@@ -65,11 +65,26 @@ def test_verify_names_shard_and_sample_of_a_flipped_byte(tiny_dataset, field):
     assert any(shard in p and key in p for p in report.problems), report.problems
 
 
-def test_reader_raises_naming_shard_and_key(tiny_dataset):
+@pytest.mark.parametrize("read", ["image_bytes", "image_view"])
+def test_reader_raises_naming_shard_and_key(tiny_dataset, read):
     shard, key = _flip_byte_inside(tiny_dataset, 3, "image")
+    reader = ShardReader(tiny_dataset)
     with pytest.raises(CorruptSampleError) as err:
-        ShardReader(tiny_dataset).image_bytes(3)
+        getattr(reader, read)(3)
     assert shard in str(err.value) and key in str(err.value)
+    assert bytes(reader.image_view(4)) == reader.image_bytes(4)  # the other samples still read
+
+
+def test_image_view_of_a_truncated_shard_names_shard_and_key(tmp_path):
+    data = write_tiny_dataset(tmp_path / "d")
+    reader = ShardReader(data)
+    last = len(reader) - 1
+    shard, key = reader.where(last)
+    offset = int(reader.index[last]["image_offset"])
+    with open(data / shard, "r+b") as f:
+        f.truncate(offset + 10)
+    with pytest.raises(CorruptSampleError, match=f"{shard}: sample {key}: image truncated"):
+        ShardReader(data).image_view(last)
 
 
 def test_verify_catches_a_broken_tar_header(tiny_dataset):

@@ -81,7 +81,7 @@ class LoaderConfig:
         return self.prefetch_batches + 2
 
 
-def decode_image(data: bytes, out: np.ndarray | None = None) -> np.ndarray:
+def decode_image(data: bytes | memoryview, out: np.ndarray | None = None) -> np.ndarray:
     """RGB uint8 HxWx3 from JPEG or PNG bytes; raises ValueError when they do not decode.
 
     JPEGs go through simplejpeg (libjpeg-turbo), which can write into a caller's buffer: decoding straight
@@ -149,26 +149,57 @@ class ShardSamples(Dataset):
         self.reader = ShardReader(data_dir)
         self.cfg = cfg
         self.categories = self.reader.categories
-        self._columns: dict | None = None
+        self._tables_cache: dict | None = None
 
     def __len__(self) -> int:
         return len(self.reader)
 
-    def objects_of(self, indices: np.ndarray) -> tuple[dict, np.ndarray]:
+    def _tables(self) -> dict[str, tuple[dict, np.ndarray]]:
+        """Every object as plain column arrays (gathering from a structured array is slow), with where each
+        sample's rows start: ``raw`` as annotated, and ``fitted`` as the letterbox pass leaves them for images
+        already at the batch size (clipped to the canvas, slivers dropped, mostly-cut objects ignored). That
+        pass does not depend on the epoch, so it runs once for the dataset instead of once per batch."""
+        if self._tables_cache is None:
+            raw = objects_as_targets(self.reader.objects)
+            samples = self.reader.objects["sample"].astype(np.int64)
+            n, size = len(self.reader), self.cfg.image_size
+            fitted, kept = transform_targets(
+                raw, samples, Geometry.identity(n, size[0]), size, self.cfg.augment
+            )
+            self._tables_cache = {
+                "raw": (raw, self.reader._object_starts),
+                "fitted": (fitted, np.searchsorted(kept, np.arange(n + 1))),
+            }
+        return self._tables_cache
+
+    def objects_of(self, indices: np.ndarray, table: str = "raw") -> tuple[dict, np.ndarray]:
         """Target arrays of all objects of ``indices`` (-1: none), and the batch position owning each."""
-        if self._columns is None:  # plain column arrays: gathering from a structured array is slow
-            self._columns = objects_as_targets(self.reader.objects)
-            self._starts = self.reader._object_starts
+        columns, starts = self._tables()[table]
         safe = np.maximum(indices, 0)
-        counts = np.where(indices >= 0, self._starts[safe + 1] - self._starts[safe], 0)
+        counts = np.where(indices >= 0, starts[safe + 1] - starts[safe], 0)
         owner = np.repeat(np.arange(len(indices)), counts)
-        offsets = np.repeat(self._starts[safe] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        offsets = np.repeat(starts[safe] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
         rows = offsets + np.arange(len(owner))
-        return {k: v[rows] for k, v in self._columns.items()}, owner
+        return {k: v[rows] for k, v in columns.items()}, owner
+
+    def fitted_objects(self, indices: np.ndarray, pre: Geometry) -> tuple[dict, np.ndarray]:
+        """Objects of ``indices`` (-1: none) in the batch's canvas: from the ``fitted`` table, except for images
+        of another size, whose objects go through their own letterbox ``pre``."""
+        objects, owner = self.objects_of(indices, "fitted")
+        w = self.cfg.image_size[0]
+        odd = (pre.scale != 1) | (pre.tx != 0) | (pre.ty != 0) | (pre.in_width != w)
+        if not odd.any():
+            return objects, owner
+        other, other_owner = self.objects_of(np.where(odd, indices, -1))
+        other, other_owner = transform_targets(other, other_owner, pre, self.cfg.image_size, self.cfg.augment)
+        same = ~odd[owner]
+        owner = np.concatenate([owner[same], other_owner])
+        order = np.argsort(owner, kind="stable")
+        return {k: np.concatenate([v[same], other[k]])[order] for k, v in objects.items()}, owner[order]
 
     def decode(self, i: int, out: np.ndarray | None = None) -> np.ndarray:
         """Sample ``i`` as RGB uint8 HxWx3, decoded straight into ``out`` when it is a JPEG of that shape."""
-        data = self.reader.image_bytes(i)
+        data = self.reader.image_view(i)
         try:
             return decode_image(data, out)
         except ValueError as e:
@@ -257,8 +288,7 @@ class ShardSamples(Dataset):
         if not keep.all():
             pre = _select(pre, keep)
         real = indices != PAD_INDEX
-        objects, owner = self.objects_of(np.where(real, indices, -1))
-        objects, owner = transform_targets(objects, owner, pre, (w, h), self.cfg.augment)
+        objects, owner = self.fitted_objects(np.where(real, indices, -1), pre)
         theta, photometric = np.tile(IDENTITY_THETA, (n, 1, 1)), np.tile(IDENTITY_PHOTOMETRIC, (n, 1))
         if self.cfg.train:
             u = sample_uniforms(self.cfg.seed, epoch, indices, N_UNIFORMS)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import mmap
 import os
 import tarfile
 import zlib
@@ -327,6 +328,7 @@ class ShardReader:
         self.shard_files = [s["file"] for s in self.manifest["shards"]]
         self.check_crc = check_crc
         self._fds: dict[int, int] = {}
+        self._maps: dict[int, memoryview] = {}
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -334,21 +336,34 @@ class ShardReader:
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_fds"] = {}
+        state["_fds"], state["_maps"] = {}, {}
         return state
 
     def _fd(self, shard: int) -> int:
         if self._pid != os.getpid():  # forked: the parent's descriptors share a file offset; reopen
-            self._fds, self._pid = {}, os.getpid()
+            self._fds, self._maps, self._pid = {}, {}, os.getpid()
         fd = self._fds.get(shard)
         if fd is None:
             fd = self._fds[shard] = os.open(self.data_dir / self.shard_files[shard], os.O_RDONLY)
         return fd
 
+    def _map(self, shard: int) -> memoryview:
+        """The whole shard, mapped read-only (the page cache itself, no copy); opened on first use."""
+        view = self._maps.get(shard) if self._pid == os.getpid() else None
+        if view is None:
+            fd = self._fd(shard)
+            try:
+                view = self._maps[shard] = memoryview(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
+            except ValueError:  # an empty file cannot be mapped
+                view = self._maps[shard] = memoryview(b"")
+        return view
+
     def close(self) -> None:
+        for view in self._maps.values():
+            view.release()  # the mapping itself closes when the last slice handed out is gone
         for fd in self._fds.values():
             os.close(fd)
-        self._fds = {}
+        self._fds, self._maps = {}, {}
 
     def key(self, i: int) -> str:
         return str(self.index[i]["key"])
@@ -370,6 +385,19 @@ class ShardReader:
 
     def image_bytes(self, i: int) -> bytes:
         return self._read(i, "image_offset", "image_bytes", "image_crc", "image")
+
+    def image_view(self, i: int) -> memoryview:
+        """``image_bytes`` without the copy: a checked view into the shard's memory map, for the loader's hot
+        path (pread's copy and the allocation of each image's bytes cost about 2% of a decode here). A shard
+        that is truncated while mapped ends the process with SIGBUS on access: do not rewrite shards in use."""
+        row = self.index[i]
+        shard, size, offset = int(row["shard"]), int(row["image_bytes"]), int(row["image_offset"])
+        view = self._map(shard)[offset : offset + size]
+        if len(view) != size:
+            raise CorruptSampleError(self.shard_files[shard], str(row["key"]), "image truncated")
+        if self.check_crc and zlib.crc32(view) != int(row["image_crc"]):
+            raise CorruptSampleError(self.shard_files[shard], str(row["key"]), "image bytes fail crc32")
+        return view
 
     def annotation(self, i: int) -> dict:
         data = self._read(i, "ann_offset", "ann_bytes", "ann_crc", "annotation")
