@@ -149,43 +149,43 @@ class ShardSamples(Dataset):
         self.reader = ShardReader(data_dir)
         self.cfg = cfg
         self.categories = self.reader.categories
-        self._tables_cache: dict | None = None
+        self._fitted_cache: tuple[dict, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.reader)
 
-    def _tables(self) -> dict[str, tuple[dict, np.ndarray]]:
-        """Every object as plain column arrays (gathering from a structured array is slow), with where each
-        sample's rows start: ``raw`` as annotated, and ``fitted`` as the letterbox pass leaves them for images
-        already at the batch size (clipped to the canvas, slivers dropped, mostly-cut objects ignored). That
-        pass does not depend on the epoch, so it runs once for the dataset instead of once per batch."""
-        if self._tables_cache is None:
+    def _fitted(self) -> tuple[dict, np.ndarray]:
+        """Every object as the letterbox pass leaves it for an image already at the batch size (clipped to the
+        canvas, slivers dropped, mostly-cut objects ignored), as plain column arrays, and where each sample's
+        rows start. That pass does not depend on the epoch, so it runs once for the dataset, vectorised, instead
+        of once per batch; and gathering rows from plain columns is faster than from the structured table."""
+        if self._fitted_cache is None:
             raw = objects_as_targets(self.reader.objects)
             samples = self.reader.objects["sample"].astype(np.int64)
             n, size = len(self.reader), self.cfg.image_size
             fitted, kept = transform_targets(
                 raw, samples, Geometry.identity(n, size[0]), size, self.cfg.augment
             )
-            self._tables_cache = {
-                "raw": (raw, self.reader._object_starts),
-                "fitted": (fitted, np.searchsorted(kept, np.arange(n + 1))),
-            }
-        return self._tables_cache
+            self._fitted_cache = fitted, np.searchsorted(kept, np.arange(n + 1))
+        return self._fitted_cache
 
-    def objects_of(self, indices: np.ndarray, table: str = "raw") -> tuple[dict, np.ndarray]:
-        """Target arrays of all objects of ``indices`` (-1: none), and the batch position owning each."""
-        columns, starts = self._tables()[table]
+    def objects_of(self, indices: np.ndarray, fitted: bool = False) -> tuple[dict, np.ndarray]:
+        """Target arrays of all objects of ``indices`` (-1: none), as annotated or ``fitted``, and the batch
+        position owning each."""
+        columns, starts = self._fitted() if fitted else (None, self.reader._object_starts)
         safe = np.maximum(indices, 0)
         counts = np.where(indices >= 0, starts[safe + 1] - starts[safe], 0)
         owner = np.repeat(np.arange(len(indices)), counts)
         offsets = np.repeat(starts[safe] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
         rows = offsets + np.arange(len(owner))
+        if columns is None:
+            return objects_as_targets(self.reader.objects[rows]), owner
         return {k: v[rows] for k, v in columns.items()}, owner
 
     def fitted_objects(self, indices: np.ndarray, pre: Geometry) -> tuple[dict, np.ndarray]:
         """Objects of ``indices`` (-1: none) in the batch's canvas: from the ``fitted`` table, except for images
         of another size, whose objects go through their own letterbox ``pre``."""
-        objects, owner = self.objects_of(indices, "fitted")
+        objects, owner = self.objects_of(indices, fitted=True)
         w = self.cfg.image_size[0]
         odd = (pre.scale != 1) | (pre.tx != 0) | (pre.ty != 0) | (pre.in_width != w)
         if not odd.any():
