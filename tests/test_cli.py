@@ -125,6 +125,10 @@ def test_bench_data_writes_the_issue_keys(synth_dir, tmp_path):
     )
     limits = [result[f"decode_limit_{d}_images_per_s"] for d in ("simplejpeg", "opencv")]
     assert result["decode_limit_images_per_s"] == max(limits) and len(result["ratio_per_round"]) == 3
+    assert result["read_decode_images_per_s"] > 0
+    assert result["read_decode_ratio"] == pytest.approx(
+        result["read_decode_images_per_s"] / result["decode_limit_images_per_s"], rel=0.01
+    )
 
 
 _FAULTS_OF_A_64MB_BLOCK = """

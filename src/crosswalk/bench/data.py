@@ -1,9 +1,17 @@
 """``crosswalk bench data``: does the loader keep up with the JPEG decoder?
 
-Three figures from one run, on the same JPEGs: the scene generator's frames/s, the loader's images/s
-(workers decode, augment and batch, as in training), and the decode limit, which is the same number of
-processes doing nothing but decode the JPEGs in a tight loop (the faster of simplejpeg and OpenCV).
-``ratio`` = loader / limit says how much the loader costs above decoding (1.0 = free).
+Figures from one run, on the same JPEGs: the scene generator's frames/s, the loader's images/s (workers
+decode, augment and batch, as in training), and the decode limit, which is the same number of processes doing
+nothing but decode the JPEGs in a tight loop (the faster of simplejpeg and OpenCV). ``ratio`` = loader / limit
+says how much the loader costs above decoding (1.0 = free).
+
+Between the two sits ``read_decode_images_per_s``: the same processes doing only what the loader must do per
+image, nothing per batch: take samples in a random order, read each through the shard index (memory map, crc32
+check) and decode it into rotating batch slots. The limit decodes a few hundred JPEGs that stay in the CPU's
+caches into one buffer that does too; a loader reads cold bytes from the page cache and writes every image to
+memory that is not cached. ``read_decode_ratio`` (= read_decode / limit) is that part of the gap, and
+``loader_vs_read_decode`` the loader's own: batching, targets, augmentation draws, the hand-over to the main
+process and that process's share of the cores.
 
 The three phases alternate in short rounds (``seconds`` each) with the loader and the decode processes kept
 alive between them, and each figure is its total over the rounds. On this shared host, whose speed jumps
@@ -25,7 +33,7 @@ import cv2
 import numpy as np
 import simplejpeg
 
-from crosswalk.data.loader import LoaderConfig, ShardLoader, worker_context
+from crosswalk.data.loader import LoaderConfig, ShardLoader, decode_image, worker_context
 from crosswalk.data.shards import ShardReader
 
 DECODERS = ("simplejpeg", "opencv")
@@ -41,16 +49,33 @@ class DataBenchConfig:
     decode_samples: int = 256  # distinct JPEGs held in memory for the decode limit
 
 
-def _decode_worker(blobs: list[bytes], commands, results) -> None:
-    """Decodes ``blobs`` round and round for each (decoder, seconds) it is sent; None stops it."""
+READ_DECODE = "read_decode"  # the per-image part of the loader's work (see the module docstring)
+
+
+def _decode_worker(blobs: list[bytes], data_dir: Path, batch: int, seed: int, commands, results) -> None:
+    """Decodes ``blobs`` round and round for each (decoder, seconds) it is sent, or with READ_DECODE reads and
+    decodes the dataset's samples in a seeded random order into rotating batch slots; None stops it."""
     cv2.setNumThreads(1)
     arrays = [np.frombuffer(b, np.uint8) for b in blobs]
     h, w, _, _ = simplejpeg.decode_jpeg_header(blobs[0])
     out = np.empty((h, w, 3), np.uint8)
+    reader, order, slots, at = None, np.zeros(0, np.int64), out[None, None], 0
     while (command := commands.get()) is not None:
         decoder, seconds = command
+        if decoder == READ_DECODE and reader is None:  # set up on first use, before the clock starts
+            reader = ShardReader(data_dir)
+            order = np.random.default_rng(seed).permutation(len(reader))
+            slots = np.empty((LoaderConfig().ring_slots, batch, h, w, 3), np.uint8)  # a worker's BatchRing
+            slots.fill(0)  # resident, as the loader's slots are after their first batch
         n, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
+            if decoder == READ_DECODE:
+                slot = slots[(n // batch) % len(slots)]
+                for k in range(batch):
+                    decode_image(reader.image_view(int(order[at])), slot[k])
+                    at = (at + 1) % len(order)
+                n += batch
+                continue
             if decoder == "opencv":
                 for a in arrays:
                     cv2.imdecode(a, cv2.IMREAD_COLOR_RGB)
@@ -62,13 +87,15 @@ def _decode_worker(blobs: list[bytes], commands, results) -> None:
 
 
 class DecodeLimit:
-    """``workers`` processes that decode the same JPEGs in a tight loop when asked; ``rate`` sums them."""
+    """``workers`` processes that decode the same JPEGs in a tight loop when asked (or read and decode the
+    dataset's samples, READ_DECODE); ``rate`` sums them."""
 
-    def __init__(self, blobs: list[bytes], workers: int):
+    def __init__(self, blobs: list[bytes], workers: int, data_dir: str | Path, batch: int = 32):
         ctx = worker_context()
         self.commands, self.results = [ctx.Queue() for _ in range(workers)], ctx.Queue()
         self.procs = [
-            ctx.Process(target=_decode_worker, args=(blobs, c, self.results)) for c in self.commands
+            ctx.Process(target=_decode_worker, args=(blobs, Path(data_dir), batch, seed, c, self.results))
+            for seed, c in enumerate(self.commands)
         ]
         for p in self.procs:
             p.start()
@@ -85,9 +112,11 @@ class DecodeLimit:
             p.join()
 
 
-def decode_limit(blobs: list[bytes], workers: int, seconds: float, decoder: str = "simplejpeg") -> float:
+def decode_limit(
+    blobs: list[bytes], workers: int, seconds: float, data_dir: str | Path, decoder: str = "simplejpeg"
+) -> float:
     """Images/s of ``workers`` processes decoding the same JPEGs as fast as they can, summed."""
-    limit = DecodeLimit(blobs, workers)
+    limit = DecodeLimit(blobs, workers, data_dir)
     try:
         return limit.rate(decoder, seconds)
     finally:
@@ -137,12 +166,12 @@ def bench_data(data_dir: str | Path, cfg: DataBenchConfig = DataBenchConfig(), p
     say = print if progress else (lambda *a, **k: None)
     synth = synth_rate(cfg.workers, cfg.synth_frames)
     say(f"synth: {synth:.1f} frames/s with {cfg.workers} workers")
-    limit, loader = DecodeLimit(blobs, cfg.workers), LoaderPhases(data_dir, cfg)
-    decoded: dict[str, list[float]] = {d: [] for d in DECODERS}
+    limit, loader = DecodeLimit(blobs, cfg.workers, data_dir, cfg.batch_size), LoaderPhases(data_dir, cfg)
+    decoded: dict[str, list[float]] = {d: [] for d in (*DECODERS, READ_DECODE)}
     images, seconds, ratios = 0, 0.0, []
     try:
         for r in range(cfg.rounds):
-            for d in DECODERS:
+            for d in (*DECODERS, READ_DECODE):
                 decoded[d].append(limit.rate(d, cfg.seconds))
             n, t = loader.phase(cfg.seconds)
             images, seconds = images + n, seconds + t
@@ -154,8 +183,9 @@ def bench_data(data_dir: str | Path, cfg: DataBenchConfig = DataBenchConfig(), p
         limit.close()
         loader.close()
     # Totals over the rounds: every phase lasted ``seconds``, so the mean rate is the total images / time.
-    limits = {d: statistics.fmean(v) for d, v in decoded.items()}
+    limits = {d: statistics.fmean(decoded[d]) for d in DECODERS}
     best = max(limits, key=limits.get)
+    read_decode = statistics.fmean(decoded[READ_DECODE])
     rate = images / seconds
     first = reader.annotation(0)
     result = {
@@ -167,6 +197,9 @@ def bench_data(data_dir: str | Path, cfg: DataBenchConfig = DataBenchConfig(), p
         "decode_limit_decoder": best,
         "decode_limit_opencv_images_per_s": round(limits["opencv"], 1),
         "decode_limit_simplejpeg_images_per_s": round(limits["simplejpeg"], 1),
+        "read_decode_images_per_s": round(read_decode, 1),
+        "read_decode_ratio": round(read_decode / limits[best], 3),
+        "loader_vs_read_decode": round(rate / read_decode, 3),
         "ratio_per_round": [round(x, 3) for x in ratios],
         "ratio_median_of_rounds": round(statistics.median(ratios), 3),
         "workers": cfg.workers,
@@ -178,6 +211,7 @@ def bench_data(data_dir: str | Path, cfg: DataBenchConfig = DataBenchConfig(), p
         "config": asdict(cfg),
     }
     say(
-        f"loader {rate:.0f} img/s vs decode limit {limits[best]:.0f} img/s ({best}): ratio {result['ratio']:.2f}"
+        f"loader {rate:.0f} img/s vs decode limit {limits[best]:.0f} img/s ({best}): ratio {result['ratio']:.2f}; "
+        f"reading and decoding alone {read_decode:.0f} img/s ({result['read_decode_ratio']:.2f} of the limit)"
     )
     return result

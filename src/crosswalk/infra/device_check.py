@@ -146,7 +146,7 @@ def check_decode(data: Path, cfg: DeviceCheckConfig, device: torch.device) -> di
     workers = os.cpu_count() or 1
     result = {
         "cpu_processes": workers,
-        "cpu_images_per_s": round(decode_limit(blobs, workers, cfg.decode_seconds), 1),
+        "cpu_images_per_s": round(decode_limit(blobs, workers, cfg.decode_seconds, data), 1),
         "jpeg_bytes_mean": round(float(np.mean([len(b) for b in blobs])), 1),
     }
     jpegs = [np.frombuffer(bytearray(b), np.uint8) for b in blobs]
