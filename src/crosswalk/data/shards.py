@@ -372,35 +372,32 @@ class ShardReader:
         row = self.index[i]
         return self.shard_files[int(row["shard"])], str(row["key"])
 
-    def _read(self, i: int, offset_field: str, size_field: str, crc_field: str, what: str) -> bytes:
+    def _read(self, i: int, field: str, what: str, mapped: bool = False) -> bytes | memoryview:
+        """Sample ``i``'s image or annotation bytes (``field``: "image" or "ann"), checked against the index:
+        a pread copy, or with ``mapped`` a view into the shard's memory map."""
         row = self.index[i]
-        shard = int(row["shard"])
-        size = int(row[size_field])
-        data = os.pread(self._fd(shard), size, int(row[offset_field]))
+        shard, size, offset = int(row["shard"]), int(row[f"{field}_bytes"]), int(row[f"{field}_offset"])
+        if mapped:
+            data = self._map(shard)[offset : offset + size]
+        else:
+            data = os.pread(self._fd(shard), size, offset)
         if len(data) != size:
             raise CorruptSampleError(self.shard_files[shard], str(row["key"]), f"{what} truncated")
-        if self.check_crc and zlib.crc32(data) != int(row[crc_field]):
+        if self.check_crc and zlib.crc32(data) != int(row[f"{field}_crc"]):
             raise CorruptSampleError(self.shard_files[shard], str(row["key"]), f"{what} bytes fail crc32")
         return data
 
     def image_bytes(self, i: int) -> bytes:
-        return self._read(i, "image_offset", "image_bytes", "image_crc", "image")
+        return self._read(i, "image", "image")
 
     def image_view(self, i: int) -> memoryview:
         """``image_bytes`` without the copy: a checked view into the shard's memory map, for the loader's hot
         path (pread's copy and the allocation of each image's bytes cost about 2% of a decode here). A shard
         that is truncated while mapped ends the process with SIGBUS on access: do not rewrite shards in use."""
-        row = self.index[i]
-        shard, size, offset = int(row["shard"]), int(row["image_bytes"]), int(row["image_offset"])
-        view = self._map(shard)[offset : offset + size]
-        if len(view) != size:
-            raise CorruptSampleError(self.shard_files[shard], str(row["key"]), "image truncated")
-        if self.check_crc and zlib.crc32(view) != int(row["image_crc"]):
-            raise CorruptSampleError(self.shard_files[shard], str(row["key"]), "image bytes fail crc32")
-        return view
+        return self._read(i, "image", "image", mapped=True)
 
     def annotation(self, i: int) -> dict:
-        data = self._read(i, "ann_offset", "ann_bytes", "ann_crc", "annotation")
+        data = self._read(i, "ann", "annotation")
         try:
             return json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
