@@ -50,7 +50,7 @@ def test_loader_workers_fit_their_batch_slots_in_dev_shm(monkeypatch):
     from collections import namedtuple
 
     usage = namedtuple("usage", "total used free")
-    cfg = DeviceCheckConfig()  # 4 slots x 256 x 512 x 288 x 3 bytes = 0.45 GB per worker
+    cfg = DeviceCheckConfig()  # 2 slots x 256 x 512 x 288 x 3 bytes = 0.23 GB per worker, 2 more held
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(0, 0, 64 * 2**20))  # a container's default
     workers, why = loader_workers(cfg, "workers")

@@ -1,7 +1,13 @@
 """The loader's order is a function of (seed, epoch, step) alone: resume anywhere, with any world size."""
 
 import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,13 +15,16 @@ import torch
 
 from conftest import write_tiny_dataset
 from crosswalk.data.loader import (
+    BatchRing,
     LoaderConfig,
     ShardLoader,
     ShardSamples,
+    Workers,
     batch_images,
     epoch_order,
     rank_indices,
 )
+from crosswalk.data.shards import CorruptSampleError
 from crosswalk.data.transforms import (
     IDENTITY_PHOTOMETRIC,
     IDENTITY_THETA,
@@ -143,12 +152,103 @@ def _flip_image_byte(data, sample):
     return reader.where(sample)
 
 
-def test_on_corrupt_fail_names_shard_and_key(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_on_corrupt_fail_names_shard_and_key(tmp_path, workers):
     data = write_tiny_dataset(tmp_path / "d")
     shard, key = _flip_image_byte(data, 4)
-    cfg = LoaderConfig(batch_size=24, image_size=(64, 48), workers=0, on_corrupt="fail")
-    with pytest.raises(Exception, match=f"{shard}: sample {key}"):
-        next(iter(ShardLoader(data, cfg)))
+    loader = ShardLoader(data, LoaderConfig(batch_size=6, image_size=(64, 48), workers=workers, seed=1))
+    with pytest.raises(CorruptSampleError, match=f"{shard}: sample {key}") as raised:
+        for _ in loader:
+            pass
+    assert (raised.value.shard, raised.value.key) == (shard, key)  # the same error, across the process line
+    if workers:
+        assert any("in loader worker" in note for note in raised.value.__notes__)
+    assert loader._stream is None  # the workers were stopped
+
+
+class _RecordingWorkers(Workers):
+    arrived: list
+
+    def _receive(self) -> None:
+        before = set(self.done)
+        super()._receive()
+        self.arrived = getattr(self, "arrived", []) + [k for k in self.done if k not in before]
+
+
+def test_workers_yield_in_step_order_whatever_order_they_finish(tmp_path):
+    """Steps alternate between 6 and 1 images: the small ones come back first, and wait their turn."""
+    data = write_tiny_dataset(tmp_path / "d", size=(320, 240))
+    cfg = LoaderConfig(batch_size=6, image_size=(320, 240), workers=2, prefetch_batches=3, train=False)
+    steps = [(0, s, np.arange(s, s + (6 if s % 2 == 0 else 1))) for s in range(18)]
+    samples = ShardSamples(data, cfg)
+    samples.ring = BatchRing(cfg.ring_slots, 6, cfg.image_size)
+    workers = _RecordingWorkers(samples, iter(steps), cfg)
+    for e, s, idx in steps[: -cfg.in_flight]:
+        batch = next(workers)
+        assert (batch["epoch"], batch["step"]) == (e, s) and batch["index"].tolist() == idx.tolist()
+        got = samples.ring.view(*batch["ring"]).numpy()
+        np.testing.assert_array_equal(got, np.stack([samples.decode(int(i)) for i in idx]))
+    workers.close()
+    assert workers.arrived != sorted(workers.arrived)  # the case is not vacuous
+
+
+def test_batch_images_stay_until_held_more_batches_are_yielded(data):
+    loader = ShardLoader(data, LoaderConfig(batch_size=6, image_size=(64, 48), workers=2))
+    batches = loader.forever()
+    previous = next(batches)
+    copy = previous["images"].clone()
+    for _ in range(10):
+        batch = next(batches)
+        assert torch.equal(previous["images"], copy)  # HELD = 2: the last batch is still intact
+        previous, copy = batch, batch["images"].clone()
+    loader.close()
+
+
+def test_a_dead_worker_is_named_not_waited_for(data):
+    loader = ShardLoader(data, LoaderConfig(batch_size=6, image_size=(64, 48), workers=2))
+    batches = loader.forever()
+    next(batches)
+    victim = loader._stream.procs[1]
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.join(5)
+    with pytest.raises(
+        RuntimeError, match=f"loader worker 1 \\(pid {victim.pid}\\) exited unexpectedly, exit code -9"
+    ):
+        for _ in range(20):
+            next(batches)
+    assert loader._stream is None and not any(p.is_alive() for p in [victim])
+
+
+def test_workers_exit_when_the_main_process_is_killed(data):
+    script = (
+        "import os, sys\n"
+        "from crosswalk.data.loader import LoaderConfig, ShardLoader\n"
+        "if __name__ == '__main__':\n"
+        f"    loader = ShardLoader({str(data)!r}, LoaderConfig(batch_size=6, image_size=(64, 48), workers=2))\n"
+        "    next(iter(loader))\n"
+        "    print(*[p.pid for p in loader._stream.procs], flush=True)\n"
+        "    sys.stdin.read()\n"
+    )
+    main = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    pids = [int(p) for p in main.stdout.readline().split()]
+    assert len(pids) == 2
+    main.kill()
+    main.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "zombie" in status.read_text())
 
 
 def test_on_corrupt_skip_counts_and_warns(tmp_path):

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import simplejpeg
 
-from crosswalk.data.loader import LoaderConfig, ShardLoader, decode_image, worker_context
+from crosswalk.data.loader import LoaderConfig, ShardLoader, decode_image, exit_with_parent, worker_context
 from crosswalk.data.shards import ShardReader
 
 DECODERS = ("simplejpeg", "opencv")
@@ -56,6 +56,7 @@ def _decode_worker(blobs: list[bytes], data_dir: Path, batch: int, seed: int, co
     """Decodes ``blobs`` round and round for each (decoder, seconds) it is sent, or with READ_DECODE reads and
     decodes the dataset's samples in a seeded random order into rotating batch slots; None stops it."""
     cv2.setNumThreads(1)
+    exit_with_parent()
     arrays = [np.frombuffer(b, np.uint8) for b in blobs]
     h, w, _, _ = simplejpeg.decode_jpeg_header(blobs[0])
     out = np.empty((h, w, 3), np.uint8)
@@ -66,7 +67,9 @@ def _decode_worker(blobs: list[bytes], data_dir: Path, batch: int, seed: int, co
         if decoder == READ_DECODE and reader is None:  # set up on first use, before the clock starts
             reader = ShardReader(data_dir)
             order = np.random.default_rng(seed).permutation(len(reader))
-            slots = np.empty((LoaderConfig().ring_slots, batch, h, w, 3), np.uint8)  # a worker's BatchRing
+            slots = np.empty(
+                (LoaderConfig().prefetch_batches + 1, batch, h, w, 3), np.uint8
+            )  # its share of the BatchRing
             slots.fill(0)  # resident, as the loader's slots are after their first batch
         n, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
@@ -132,7 +135,7 @@ class LoaderPhases:
 
     def __init__(self, data_dir: Path, cfg: DataBenchConfig):
         self.loader = ShardLoader(data_dir, LoaderConfig(batch_size=cfg.batch_size, workers=cfg.workers))
-        self.ready = max(cfg.workers, 1) * self.loader.cfg.prefetch_batches
+        self.ready = self.loader.cfg.in_flight
         self.batches = self.loader.forever()
         next(self.batches)  # worker start-up is not timed
 

@@ -116,6 +116,9 @@ class CorruptSampleError(RuntimeError):
         super().__init__(f"{shard}: sample {key}: {reason}")
         self.shard, self.key, self.reason = shard, key, reason
 
+    def __reduce__(self):  # pickled from a loader worker to the main process
+        return type(self), (self.shard, self.key, self.reason)
+
 
 def sha256_file(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
     h = hashlib.sha256()

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from crosswalk.data.loader import worker_context
+from crosswalk.data.loader import exit_with_parent, worker_context
 from crosswalk.data.shards import DEFAULT_SHARD_SIZE, ShardWriter
 from crosswalk.scenes import SceneConfig, render_frame
 
@@ -44,6 +44,7 @@ def _init_worker(scene: SceneConfig) -> None:
     global _SCENE
     _SCENE = scene
     cv2.setNumThreads(1)
+    exit_with_parent()
 
 
 def _render(args: tuple[int, int]) -> tuple[bytes, dict]:

@@ -179,15 +179,17 @@ def train_rows(cfg: DeviceCheckConfig, compiled: bool = False) -> list[dict]:
 
 def loader_workers(cfg: DeviceCheckConfig, decode: str) -> tuple[int, str]:
     """Loader processes for a row: one per core, fewer when their batch slots would not fit in /dev/shm (the
-    BatchRing holds ``LoaderConfig.ring_slots`` batches per worker there; containers often give /dev/shm 64 MB)."""
-    from crosswalk.data.loader import LoaderConfig
+    BatchRing holds ``prefetch_batches`` batches per worker there plus ``HELD``; containers often give /dev/shm
+    64 MB)."""
+    from crosswalk.data.loader import HELD, LoaderConfig
 
     cores = os.cpu_count() or 1
     if decode == "device" or not Path("/dev/shm").is_dir():
         return cores, ""
     w, h = cfg.size
-    per_worker = LoaderConfig().ring_slots * cfg.batch_size * w * h * 3
-    fit = int(0.8 * shutil.disk_usage("/dev/shm").free // per_worker)
+    batch = cfg.batch_size * w * h * 3
+    per_worker = LoaderConfig().prefetch_batches * batch
+    fit = max(0, int((0.8 * shutil.disk_usage("/dev/shm").free - HELD * batch) // per_worker))
     if fit < cores:
         return fit, f"/dev/shm fits {fit} workers' batch slots ({per_worker / 1e9:.2f} GB each)"
     return cores, ""
