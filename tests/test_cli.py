@@ -129,6 +129,7 @@ def test_bench_data_writes_the_issue_keys(synth_dir, tmp_path):
     assert result["read_decode_ratio"] == pytest.approx(
         result["read_decode_images_per_s"] / result["decode_limit_images_per_s"], rel=0.01
     )
+    assert 0 < result["worker_busy_fraction"] < 1.5 and result["main_process_cores"] > 0
 
 
 _FAULTS_OF_A_64MB_BLOCK = """

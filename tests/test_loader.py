@@ -196,6 +196,7 @@ def test_batch_images_stay_until_held_more_batches_are_yielded(data):
     loader = ShardLoader(data, LoaderConfig(batch_size=6, image_size=(64, 48), workers=2))
     batches = loader.forever()
     previous = next(batches)
+    assert loader.build_s > 0 and "build_s" not in previous  # the workers' busy time, summed in the loader
     copy = previous["images"].clone()
     for _ in range(10):
         batch = next(batches)

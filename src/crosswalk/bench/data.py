@@ -11,7 +11,9 @@ check) and decode it into rotating batch slots. The limit decodes a few hundred 
 caches into one buffer that does too; a loader reads cold bytes from the page cache and writes every image to
 memory that is not cached. ``read_decode_ratio`` (= read_decode / limit) is that part of the gap, and
 ``loader_vs_read_decode`` the loader's own: batching, targets, augmentation draws, the hand-over to the main
-process and that process's share of the cores.
+process and that process's share of the cores. Two figures split it: ``worker_busy_fraction`` (the share of
+the loader phases' wall time the workers spent building batches, not waiting for a task) and
+``main_process_cores`` (the main process's CPU over those phases, taken from the workers' cores).
 
 The three phases alternate in short rounds (``seconds`` each) with the loader and the decode processes kept
 alive between them, and each figure is its total over the rounds. On this shared host, whose speed jumps
@@ -139,17 +141,19 @@ class LoaderPhases:
         self.batches = self.loader.forever()
         next(self.batches)  # worker start-up is not timed
 
-    def phase(self, seconds: float) -> tuple[int, float]:
-        """(images, seconds) of one timed phase."""
+    def phase(self, seconds: float) -> tuple[int, float, float, float]:
+        """(images, seconds, seconds the workers spent building those batches, main-process CPU seconds) of one
+        timed phase."""
         for _ in range(self.ready):
             next(self.batches)
-        images, start = 0, time.perf_counter()
+        images, built, cpu, start = 0, self.loader.build_s, time.process_time(), time.perf_counter()
         while time.perf_counter() - start < seconds:
             images += len(next(self.batches)["index"])
         elapsed = time.perf_counter() - start
+        built, cpu = self.loader.build_s - built, time.process_time() - cpu
         per_worker_batch_s = max(self.loader.cfg.workers, 1) * self.loader.cfg.batch_size * elapsed / images
         time.sleep(1.5 * self.loader.cfg.prefetch_batches * per_worker_batch_s)
-        return images, elapsed
+        return images, elapsed, built, cpu
 
     def close(self) -> None:
         self.loader.close()
@@ -172,13 +176,13 @@ def bench_data(data_dir: str | Path, cfg: DataBenchConfig = DataBenchConfig(), p
     say(f"synth: {synth:.1f} frames/s with {cfg.workers} workers")
     limit, loader = DecodeLimit(blobs, cfg.workers, data_dir, cfg.batch_size), LoaderPhases(data_dir, cfg)
     decoded: dict[str, list[float]] = {d: [] for d in (*DECODERS, READ_DECODE)}
-    images, seconds, ratios = 0, 0.0, []
+    images, seconds, built, main_cpu, ratios = 0, 0.0, 0.0, 0.0, []
     try:
         for r in range(cfg.rounds):
             for d in (*DECODERS, READ_DECODE):
                 decoded[d].append(limit.rate(d, cfg.seconds))
-            n, t = loader.phase(cfg.seconds)
-            images, seconds = images + n, seconds + t
+            n, t, b, c = loader.phase(cfg.seconds)
+            images, seconds, built, main_cpu = images + n, seconds + t, built + b, main_cpu + c
             ratios.append(n / t / max(decoded[d][-1] for d in DECODERS))
             if progress and (r + 1) % 4 == 0:
                 say(f"round {r + 1}/{cfg.rounds}: decode limit {max(decoded[d][-1] for d in DECODERS):.0f} img/s, "
@@ -204,6 +208,8 @@ def bench_data(data_dir: str | Path, cfg: DataBenchConfig = DataBenchConfig(), p
         "read_decode_images_per_s": round(read_decode, 1),
         "read_decode_ratio": round(read_decode / limits[best], 3),
         "loader_vs_read_decode": round(rate / read_decode, 3),
+        "worker_busy_fraction": round(built / (max(cfg.workers, 1) * seconds), 3),
+        "main_process_cores": round(main_cpu / seconds, 3),
         "ratio_per_round": [round(x, 3) for x in ratios],
         "ratio_median_of_rounds": round(statistics.median(ratios), 3),
         "workers": cfg.workers,
@@ -216,6 +222,8 @@ def bench_data(data_dir: str | Path, cfg: DataBenchConfig = DataBenchConfig(), p
     }
     say(
         f"loader {rate:.0f} img/s vs decode limit {limits[best]:.0f} img/s ({best}): ratio {result['ratio']:.2f}; "
-        f"reading and decoding alone {read_decode:.0f} img/s ({result['read_decode_ratio']:.2f} of the limit)"
+        f"reading and decoding alone {read_decode:.0f} img/s ({result['read_decode_ratio']:.2f} of the limit); "
+        f"loader workers busy {result['worker_busy_fraction']:.0%} of the time, main process "
+        f"{result['main_process_cores']:.2f} cores"
     )
     return result

@@ -28,6 +28,7 @@ import multiprocessing as mp
 import os
 import pickle
 import threading
+import time
 import traceback
 import warnings
 import weakref
@@ -387,12 +388,19 @@ def _work(dataset: ShardSamples, tasks, results) -> None:
     try:
         while (task := tasks.get()) is not None:
             try:
-                batch = dataset.load(*task)
+                batch = _timed_load(dataset, task)
             except Exception as e:
                 batch = {"error": _picklable(e), "trace": traceback.format_exc(), "step": task[:2]}
             results.send(batch)
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the main process reports it
         pass
+
+
+def _timed_load(dataset: ShardSamples, task: tuple) -> dict:
+    start = time.perf_counter()
+    batch = dataset.load(*task)
+    batch["build_s"] = time.perf_counter() - start
+    return batch
 
 
 def _stop(procs: list, pipes: list) -> None:
@@ -449,7 +457,7 @@ class Workers:
             if self.procs:
                 self.tasks.put((epoch, step, indices, slot))
             else:
-                self.done[epoch, step] = self.dataset.load(epoch, step, indices, slot)
+                self.done[epoch, step] = _timed_load(self.dataset, (epoch, step, indices, slot))
 
     def _receive(self) -> None:
         sentinels = [p.sentinel for p in self.procs]
@@ -522,6 +530,7 @@ class ShardLoader:
             )
         self.epoch, self.step = 0, 0
         self.skipped: list[str] = []
+        self.build_s = 0.0  # seconds workers spent building the batches yielded so far (busy, not waiting)
         self._stream: Workers | None = None
         self._stream_next: tuple[int, int] | None = None
 
@@ -583,6 +592,7 @@ class ShardLoader:
             if "ring" in batch:
                 batch["images"] = self.dataset.ring.view(*batch.pop("ring"))
             assert (batch["epoch"], batch["step"]) == (epoch, self.step), "loader stream out of order"
+            self.build_s += batch.pop("build_s")
             if batch["skipped"]:
                 self.skipped += batch["skipped"]
                 for msg in batch["skipped"]:
