@@ -18,6 +18,9 @@ uint8 NHWC plus per-image ``theta`` and ``photometric``; ``batch_images`` return
 With ``decode="device"`` the workers only read and check the JPEG bytes, and ``batch_images`` decodes them on
 the training device, batched (``torchvision.io.decode_jpeg``: nvJPEG on a GPU), as DALI does.
 
+The worker processes are crosswalk's own (``Workers``), not torch's DataLoader: any free worker takes the
+next step, and batches come back in step order (see ``Workers`` for why).
+
 Training drops the last partial batch. Evaluation pads it with index -1 and ``valid=False`` so every rank
 runs the same number of steps (no collective waits on a rank that ran out).
 """
@@ -381,12 +384,13 @@ def _picklable(e: BaseException) -> BaseException:
 
 
 def _work(dataset: ShardSamples, tasks, results) -> None:
-    """A loader process: builds the batch of each task it takes, until it takes None."""
+    """A loader process: builds the batch of each task it takes, until the main process terminates it."""
     torch.set_num_threads(1)
     cv2.setNumThreads(1)  # one thread per worker process: the workers are the parallelism
     exit_with_parent()
     try:
-        while (task := tasks.get()) is not None:
+        while True:
+            task = tasks.get()
             try:
                 batch = _timed_load(dataset, task)
             except Exception as e:
