@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -157,10 +158,13 @@ def test_on_corrupt_fail_names_shard_and_key(tmp_path, workers):
     data = write_tiny_dataset(tmp_path / "d")
     shard, key = _flip_image_byte(data, 4)
     loader = ShardLoader(data, LoaderConfig(batch_size=6, image_size=(64, 48), workers=workers, seed=1))
+    yielded = []
     with pytest.raises(CorruptSampleError, match=f"{shard}: sample {key}") as raised:
-        for _ in loader:
-            pass
+        for batch in loader:
+            yielded.append(batch["step"])
     assert (raised.value.shard, raised.value.key) == (shard, key)  # the same error, across the process line
+    bad_step = int(np.flatnonzero(epoch_order(24, 1, 0) == 4)[0]) // 6
+    assert yielded == list(range(bad_step)) and loader.step == bad_step  # every batch before it came first
     if workers:
         assert any("in loader worker" in note for note in raised.value.__notes__)
     assert loader._stream is None  # the workers were stopped
@@ -192,6 +196,23 @@ def test_workers_yield_in_step_order_whatever_order_they_finish(tmp_path):
     assert workers.arrived != sorted(workers.arrived)  # the case is not vacuous
 
 
+def test_big_results_and_many_queued_tasks_do_not_deadlock(data):
+    """Results of MBs (JPEG bytes) and more queued task bytes than a pipe holds: with tasks written straight
+    into the pipe, the main process blocked putting while both workers blocked sending."""
+    cfg = LoaderConfig(batch_size=6, image_size=(64, 48), workers=2, prefetch_batches=8, decode="device")
+    samples = ShardSamples(data, cfg)
+    steps = ((0, s, np.arange(2048) % 24) for s in range(10**6))  # tasks of ~16 KB, results of ~8 MB
+    workers = Workers(samples, steps, cfg)
+    got = []
+    consumer = threading.Thread(
+        target=lambda: got.extend(next(workers)["step"] for _ in range(24)), daemon=True
+    )
+    consumer.start()
+    consumer.join(120)
+    workers.close()
+    assert got == list(range(24))
+
+
 def test_batch_images_stay_until_held_more_batches_are_yielded(data):
     loader = ShardLoader(data, LoaderConfig(batch_size=6, image_size=(64, 48), workers=2))
     batches = loader.forever()
@@ -202,6 +223,25 @@ def test_batch_images_stay_until_held_more_batches_are_yielded(data):
         batch = next(batches)
         assert torch.equal(previous["images"], copy)  # HELD = 2: the last batch is still intact
         previous, copy = batch, batch["images"].clone()
+    loader.load_state_dict({**loader.state_dict(), "step": 0})  # a reposition: a new pool, the same ring
+    for _ in range(4):
+        batch = next(iter(loader))
+        assert torch.equal(previous["images"], copy)
+        previous, copy = batch, batch["images"].clone()
+    loader.close()
+
+
+def test_workers_leave_ctrl_c_and_sigterm_to_the_main_process(data):
+    """Both reach the whole process group; the trainer answers them by checkpointing after its step, which
+    needs the workers alive."""
+    loader = ShardLoader(data, LoaderConfig(batch_size=6, image_size=(64, 48), workers=2))
+    batches = loader.forever()
+    next(batches)
+    for proc in loader._stream.procs:
+        os.kill(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, signal.SIGTERM)
+    assert [next(batches)["step"] for _ in range(8)] == [1, 2, 3, 0, 1, 2, 3, 0]
+    assert all(p.is_alive() for p in loader._stream.procs)
     loader.close()
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import threading
 import time
 import traceback
@@ -159,6 +160,9 @@ class ShardSamples:
         self.cfg = cfg
         self.categories = self.reader.categories
         self._fitted_cache: tuple[dict, np.ndarray] | None = None
+        self.ring: BatchRing | None = (
+            None  # decode="workers": the slots it decodes into (ShardLoader sets it)
+        )
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -330,6 +334,7 @@ class BatchRing:
         self.buffers = torch.empty((slots, batch, h, w, 3), dtype=torch.uint8)
         if shared:  # workers decode into it
             self.buffers.share_memory_()
+        self.held: deque[int] = deque()  # slots of the last HELD batches yielded: not handed out again yet
 
     def view(self, slot: int, n: int) -> torch.Tensor:
         return self.buffers[slot, :n]
@@ -384,20 +389,28 @@ def _picklable(e: BaseException) -> BaseException:
 
 
 def _work(dataset: ShardSamples, tasks, results) -> None:
-    """A loader process: builds the batch of each task it takes, until the main process terminates it."""
+    """A loader process: builds the batch of each task it takes, until the main process kills it.
+
+    It ignores SIGINT and SIGTERM: Ctrl-C and a scheduler's SIGTERM reach the whole process group, and the
+    trainer answers them by finishing its step and checkpointing, which needs the workers' next batches. The
+    main process stops the workers itself, and they exit when it is gone (``exit_with_parent``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)  # one thread per worker process: the workers are the parallelism
     exit_with_parent()
-    try:
-        while True:
-            task = tasks.get()
-            try:
-                batch = _timed_load(dataset, task)
-            except Exception as e:
-                batch = {"error": _picklable(e), "trace": traceback.format_exc(), "step": task[:2]}
-            results.send(batch)
-    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the main process reports it
-        pass
+    while True:
+        task = tasks.get()
+        try:
+            batch = _timed_load(dataset, task)
+        except Exception as e:
+            batch = {
+                "error": _picklable(e),
+                "trace": traceback.format_exc(),
+                "epoch": task[0],
+                "step": task[1],
+            }
+        results.send(batch)
 
 
 def _timed_load(dataset: ShardSamples, task: tuple) -> dict:
@@ -407,13 +420,15 @@ def _timed_load(dataset: ShardSamples, task: tuple) -> dict:
     return batch
 
 
-def _stop(procs: list, pipes: list) -> None:
+def _stop(procs: list, pipes: list, tasks) -> None:
     for p in procs:
-        p.terminate()
+        p.kill()
     for p in procs:
-        p.join(5)
+        p.join()
     for pipe in pipes:
         pipe.close()
+    if tasks is not None:
+        tasks.close()
 
 
 class Workers:
@@ -427,31 +442,38 @@ class Workers:
     (0.75 of the decode limit with DataLoader, 0.86 with this, alternating in one run of 12 rounds).
 
     Batch slots belong to the main process: each task names the BatchRing slot to decode into, and a slot
-    comes back when ``HELD`` further batches have been yielded. A worker's failure is raised here with its
-    traceback; a worker that dies is named with its exit code instead of leaving the loader waiting.
+    comes back when ``HELD`` further batches have been yielded. A worker's failure is raised with its traceback
+    when its step comes up (the batches before it are yielded first); a worker that dies is named with its exit
+    code instead of leaving the loader waiting.
+
+    Tasks go through a ``multiprocessing.Queue``, whose feeder thread writes them to the pipe: a put never
+    blocks the main process. With a plain pipe, once the tasks not yet taken filled it (64 KB: some 30 tasks
+    of 256 indices), the main process blocked putting while every worker blocked sending a result the main
+    process was not reading, for good.
     """
 
     def __init__(
         self, dataset: ShardSamples, steps: Iterator[tuple[int, int, np.ndarray]], cfg: LoaderConfig
     ):
         self.dataset, self.steps, self.in_flight = dataset, steps, cfg.in_flight
-        ring = dataset.ring
-        self.free = deque(range(ring.slots)) if ring is not None else None
-        self.held: deque[int] = deque()
+        self.ring = dataset.ring
+        # slots still held by the caller from before a reposition stay out until HELD more batches are yielded
+        self.free = deque(k for k in range(self.ring.slots) if k not in self.ring.held) if self.ring else None
         self.issued: deque[tuple[int, int]] = deque()  # steps asked for and not yet yielded, in order
         self.done: dict[tuple[int, int], dict] = {}  # batches back from a worker, not yet yielded
-        self.procs, self.pipes = [], []
-        if cfg.workers:
-            ctx = worker_context()
-            self.tasks = ctx.SimpleQueue()
-            for _ in range(cfg.workers):
-                receive, send = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_work, args=(dataset, self.tasks, send), daemon=True)
-                proc.start()
-                send.close()
-                self.procs.append(proc)
-                self.pipes.append(receive)
-        self.close = weakref.finalize(self, _stop, self.procs, self.pipes)
+        self.procs, self.pipes, self.tasks = [], [], None
+        ctx = worker_context() if cfg.workers else None
+        if ctx is not None:
+            self.tasks = ctx.Queue()
+            self.tasks.cancel_join_thread()  # at exit, do not wait to flush tasks no worker will take
+        self.close = weakref.finalize(self, _stop, self.procs, self.pipes, self.tasks)  # before any start
+        for _ in range(cfg.workers):
+            receive, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_work, args=(dataset, self.tasks, send), daemon=True)
+            proc.start()
+            send.close()
+            self.procs.append(proc)
+            self.pipes.append(receive)
 
     def _ask(self) -> None:
         while len(self.issued) < self.in_flight and (self.free is None or self.free):
@@ -463,20 +485,18 @@ class Workers:
             else:
                 self.done[epoch, step] = _timed_load(self.dataset, (epoch, step, indices, slot))
 
-    def _receive(self) -> None:
+    def _receive(self, block: bool = True) -> None:
+        """Take the results that are ready (waiting for one when ``block``)."""
         sentinels = [p.sentinel for p in self.procs]
-        ready = wait(self.pipes + sentinels)
+        ready = wait(self.pipes + sentinels, timeout=None if block else 0)
         for k, (pipe, sentinel) in enumerate(zip(self.pipes, sentinels, strict=True)):
             if pipe in ready:
                 try:
                     batch = pipe.recv()
-                except EOFError:
+                except (EOFError, OSError):  # OSError: it died halfway through a message
                     raise self._died(k) from None
                 if "error" in batch:
-                    error = batch["error"]
-                    error.add_note(f"in loader worker {k}, epoch {batch['step'][0]} step {batch['step'][1]}:")
-                    error.add_note(batch["trace"])
-                    raise error
+                    batch["worker"] = k
                 self.done[batch["epoch"], batch["step"]] = batch
             elif sentinel in ready:
                 raise self._died(k)
@@ -491,16 +511,24 @@ class Workers:
 
     def __next__(self) -> dict:
         self._ask()
-        key = self.issued.popleft()
+        key = self.issued[0]
         while key not in self.done:
             self._receive()
+        self.issued.popleft()
         batch = self.done.pop(key)
+        if "error" in batch:
+            error = batch["error"]
+            error.add_note(f"in loader worker {batch['worker']}, epoch {key[0]} step {key[1]}:")
+            error.add_note(batch["trace"])
+            raise error
         if "ring" in batch:
-            self.held.append(batch["ring"][0])
-            if len(self.held) > HELD:
-                self.free.append(self.held.popleft())
+            self.ring.held.append(batch["ring"][0])
+            if len(self.ring.held) > HELD:
+                self.free.append(self.ring.held.popleft())
         if self.procs:
             self._ask()  # the slot just freed goes back to work while the caller uses this batch
+            if self.ring is None:  # results of MBs of JPEG bytes: take them now, so no worker waits to send
+                self._receive(block=False)
         return batch
 
 
@@ -522,7 +550,6 @@ class ShardLoader:
             raise ValueError(f"rank {rank} out of range for world size {world_size}")
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.dataset = ShardSamples(data_dir, cfg)
-        self.dataset.ring = None  # decode="device": the JPEG bytes travel instead
         if cfg.decode == "workers":
             self.dataset.ring = BatchRing(
                 cfg.ring_slots, cfg.batch_size // world_size, cfg.image_size, shared=cfg.workers > 0
