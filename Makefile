@@ -29,10 +29,9 @@ lint: $(STAMP)
 clean:
 	rm -rf $(OUT) .pytest_cache
 
-# Reproduce the reference model in models/reference-nano (about 3.3 hours on 2 idle CPU cores): 1000 steps
+# Reproduce the reference model in models/reference-nano (about 4 hours on 2 idle CPU cores): 1000 steps
 # from scratch, 1000 more from those weights at half the rate (configs/reference-nano-finetune.toml), then
-# 1000 more at that rate on 4000 new frames (configs/reference-nano-stage3.toml), and 1000 more on another
-# 4000 (configs/reference-nano-stage4.toml).
+# three times 1000 more at that rate, each on 4000 new frames (configs/reference-nano-stage3.toml to stage5).
 REF_DATA ?= data/reference
 reference-model: $(STAMP)
 	test -f $(REF_DATA)/train/manifest.json || $(BIN)/crosswalk data synth --out $(REF_DATA)/train --frames 4000 --seed 1
@@ -43,8 +42,10 @@ reference-model: $(STAMP)
 	$(BIN)/crosswalk train --data $(REF_DATA)/train2 --val $(REF_DATA)/val --out runs/reference-nano-s3 --config configs/reference-nano-stage3.toml init_from=runs/reference-nano-ft
 	test -f $(REF_DATA)/train3/manifest.json || $(BIN)/crosswalk data synth --out $(REF_DATA)/train3 --frames 4000 --seed 3
 	$(BIN)/crosswalk train --data $(REF_DATA)/train3 --val $(REF_DATA)/val --out runs/reference-nano-s4 --config configs/reference-nano-stage4.toml init_from=runs/reference-nano-s3
+	test -f $(REF_DATA)/train4/manifest.json || $(BIN)/crosswalk data synth --out $(REF_DATA)/train4 --frames 4000 --seed 4
+	$(BIN)/crosswalk train --data $(REF_DATA)/train4 --val $(REF_DATA)/val --out runs/reference-nano-s5 --config configs/reference-nano-stage5.toml init_from=runs/reference-nano-s4
 	mkdir -p models/reference-nano
-	cp runs/reference-nano-s4/weights/model.safetensors runs/reference-nano-s4/weights/model.json configs/reference-nano.toml configs/reference-nano-finetune.toml configs/reference-nano-stage3.toml configs/reference-nano-stage4.toml models/reference-nano/
+	cp runs/reference-nano-s5/weights/model.safetensors runs/reference-nano-s5/weights/model.json configs/reference-nano*.toml models/reference-nano/
 	$(BIN)/crosswalk eval models/reference-nano --data $(REF_DATA)/val --json models/reference-nano/eval.json --plots models/reference-nano/plots
 	rm -rf runs/reference-nano-package
 	$(BIN)/crosswalk export models/reference-nano --out runs/reference-nano-package/reference-nano/1 --name reference-nano
