@@ -237,7 +237,11 @@ def test_workers_leave_ctrl_c_and_sigterm_to_the_main_process(data):
     loader = ShardLoader(data, LoaderConfig(batch_size=6, image_size=(64, 48), workers=2))
     batches = loader.forever()
     next(batches)
-    for proc in loader._stream.procs:
+    ignored = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
+    for proc in loader._stream.procs:  # a worker still starting up has not set its handlers yet
+        deadline = time.monotonic() + 30
+        while int(_status(proc.pid)["SigIgn"], 16) & ignored != ignored and time.monotonic() < deadline:
+            time.sleep(0.05)
         os.kill(proc.pid, signal.SIGINT)
         os.kill(proc.pid, signal.SIGTERM)
     assert [next(batches)["step"] for _ in range(8)] == [1, 2, 3, 0, 1, 2, 3, 0]
@@ -281,6 +285,11 @@ def test_workers_exit_when_the_main_process_is_killed(data):
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.2)
     assert not any(_alive(p) for p in pids)
+
+
+def _status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
 
 
 def _alive(pid: int) -> bool:
