@@ -69,9 +69,8 @@ def _decode_worker(blobs: list[bytes], data_dir: Path, batch: int, seed: int, co
         if decoder == READ_DECODE and reader is None:  # set up on first use, before the clock starts
             reader = ShardReader(data_dir)
             order = np.random.default_rng(seed).permutation(len(reader))
-            slots = np.empty(
-                (LoaderConfig().prefetch_batches + 1, batch, h, w, 3), np.uint8
-            )  # its share of the BatchRing
+            per_worker = LoaderConfig().prefetch_batches + 1  # its share of the loader's BatchRing
+            slots = np.empty((per_worker, batch, h, w, 3), np.uint8)
             slots.fill(0)  # resident, as the loader's slots are after their first batch
         n, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:

@@ -160,9 +160,8 @@ class ShardSamples:
         self.cfg = cfg
         self.categories = self.reader.categories
         self._fitted_cache: tuple[dict, np.ndarray] | None = None
-        self.ring: BatchRing | None = (
-            None  # decode="workers": the slots it decodes into (ShardLoader sets it)
-        )
+        # decode="workers": the BatchRing it decodes into (ShardLoader sets it)
+        self.ring: BatchRing | None = None
 
     def __len__(self) -> int:
         return len(self.reader)
