@@ -55,4 +55,4 @@ reference-model: $(STAMP)
 # GPU machine"): the device run carries .whl and installs them to a scratch folder there.
 device-wheels:
 	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl simplejpeg==1.9.0
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 -d .whl simplejpeg==1.9.0 faster-coco-eval==1.8.0

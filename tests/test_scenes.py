@@ -51,6 +51,14 @@ def test_every_annotation_meets_the_schema(frames):
         assert (ann["width"], ann["height"]) == (256, 144)
 
 
+def test_a_sliver_of_visible_pixels_rounding_to_zero_width_drops_the_object():
+    # seed 0 frame 799 at the default size had an object whose visible box was under 0.001 px wide, so the
+    # 3-decimal rounding made it empty and `data synth --frames 2048` stopped at that frame
+    _, ann = render_frame(0, 799)
+    validate_annotation(ann)
+    assert all(o["visible_box"][2] > o["visible_box"][0] for o in ann["objects"])
+
+
 def test_ground_point_projects_to_the_hand_computed_row():
     cam = Camera(height_m=1.5, pitch_deg=0.0, roll_deg=0.0, hfov_deg=90.0, width=256, height=144)
     f = cam.focal_px

@@ -163,7 +163,7 @@ def register(sub, groups) -> None:
     dc = sub.add_parser("device-check", help="the GPU figures of every issue in one short run (a lent GPU)")
     dc.add_argument("--out", required=True, help="folder for device_check.json")
     dc.add_argument("--quick", action="store_true", help="a CPU smoke run: tiny frames, one step")
-    dc.add_argument("--budget-s", type=positive_float, help="skip training rows past this (default 300 s)")
+    dc.add_argument("--budget-s", type=positive_float, help="skip training rows past this (default 330 s)")
     dc.set_defaults(func=cmd_device_check)
 
     rp = sub.add_parser("report", help="one self-contained HTML page from the outputs folder")

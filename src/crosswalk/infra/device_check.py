@@ -1,6 +1,6 @@
 """``crosswalk device-check``: the GPU figures the issues ask for, from one short run on a lent GPU machine.
 
-One command, about 5 minutes on an H200 with 16 cores (``--budget-s``, default 300), that installs nothing
+One command, about 6 minutes on an H200 with 16 cores (``--budget-s``, default 330), that installs nothing
 and writes ``device_check.json`` (and prints each figure as it goes), in this order:
 
 - ``data``: synthetic shards made on the machine's cores;
@@ -52,15 +52,15 @@ class DeviceCheckConfig:
     frames: int = 2048
     size: tuple[int, int] = (512, 288)
     batch_size: int = 256
-    steps: int = 30  # measured per repeat of each bench train row
-    warmup: int = 5
+    steps: int = 100  # measured per repeat of each bench train row: a few hundred steps per preset
+    warmup: int = 10
     repeats: int = 2
     decode_seconds: float = 3.0
     latency_calls: int = 50
     offline_batch: int = 64
     presets: tuple[str, ...] = ("nano", "small")
     compile: bool = True  # the compiled rows (CPU decode only: each compile costs tens of seconds)
-    budget_s: float = 300.0
+    budget_s: float = 330.0
 
     @classmethod
     def quick(cls, **overrides) -> DeviceCheckConfig:

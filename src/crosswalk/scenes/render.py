@@ -255,7 +255,8 @@ def _annotate(
     ys, xs = np.nonzero(owner[by0:by1, bx0:bx1] == slot)
     vx1, vy1 = max(float(xs.min() + bx0), max(x1, 0.0)), max(float(ys.min() + by0), max(y1, 0.0))
     vx2, vy2 = min(float(xs.max() + bx0 + 1), min(x2, W)), min(float(ys.max() + by0 + 1), min(y2, H))
-    if vx2 <= vx1 or vy2 <= vy1:
+    vx1, vy1, vx2, vy2 = (round(v, 3) for v in (vx1, vy1, vx2, vy2))
+    if vx2 <= vx1 or vy2 <= vy1:  # after rounding: a sliver under 0.001 px would round to zero width
         return None
     area = (x2 - x1) * (y2 - y1)
     inside = max(min(x2, W) - max(x1, 0.0), 0.0) * max(min(y2, H) - max(y1, 0.0), 0.0)
@@ -263,7 +264,7 @@ def _annotate(
         "category": obj.category,
         "kind": obj.kind,
         "box": [round(x1, 3), round(y1, 3), round(x2, 3), round(y2, 3)],
-        "visible_box": [round(vx1, 3), round(vy1, 3), round(vx2, 3), round(vy2, 3)],
+        "visible_box": [vx1, vy1, vx2, vy2],
         "visibility": round(min(1.0, visibility), 4),
         "truncation": round(min(max(1.0 - inside / area, 0.0), 1.0), 4),
         # Along the road from the camera to the foot point: what the ground-plane row formula recovers.
