@@ -11,9 +11,10 @@ import pytest
 
 from crosswalk.cli import main
 from crosswalk.infra.catalog import load_catalog, missing_sources
-from crosswalk.infra.plan import catalog_key_for_device, make_plan
+from crosswalk.infra.plan import catalog_key_for_device, gpu_calibration, make_plan, shipped_device_checks
 from crosswalk.infra.planner import (
     allreduce_time_s,
+    device_latency_line,
     erlang_c,
     fit_alpha_beta,
     fit_line,
@@ -308,6 +309,83 @@ def test_make_plan_has_the_promised_keys() -> None:
     assert isinstance(plan["validation"]["max_error_pct"], float)
     assert set(plan["seed_servers"]) == {"kr6288v2", "kr4268v2"}
     json.dumps(plan)  # JSON-clean
+
+
+def _device_check(rate: float, gflops: float) -> dict:
+    """A ``device-check`` result with one training row, shaped like the shipped ones."""
+    row = {"preset": "nano", "compile": False, "decode": "workers", "compute_only_images_per_s": rate,
+           "train_images_per_s": 0.7 * rate, "gflops_per_image": gflops}  # fmt: skip
+    infer = {"gflops_forward_per_image": {"nano": profile_infer_fixture()["gflops_forward_per_image"]},
+             "presets": {"nano": [{"mode": "eager", "batch": 1, "p50_ms": 8.0},
+                                  {"mode": "cuda_graph", "batch": 1, "p50_ms": 1.0}]}}  # fmt: skip
+    environment = {"gpu": "NVIDIA H200"}
+    return {
+        "measured": "test",
+        "config": {"batch_size": 256},
+        "environment": environment,
+        "train": [row],
+        "infer": infer,
+    }
+
+
+def test_a_gpu_measurement_of_the_same_model_scales_every_gpus_mfu() -> None:
+    catalog = load_catalog()
+    profile = profile_train_fixture()  # 1.0 GFLOP per image forward and backward
+    cal = gpu_calibration(
+        [_device_check(4000.0, 1.005)], profile, catalog
+    )  # within 1% of the profile's FLOPs
+    mfu = 4000 * 1.0 / 989e3  # images/s x GFLOP / peak GFLOP/s of the H200's dense bf16
+    assert cal["gpu"] == "h200_sxm"
+    assert cal["measured_mfu"] == pytest.approx(mfu, abs=1e-5)
+    assert cal["scale"] == pytest.approx(mfu / 0.18, abs=1e-5)
+    plan = make_plan(
+        profile, profile_infer_fixture(), device_checks=[_device_check(4000.0, 1.0)], **PLAN_ARGS
+    )
+    assert plan["training"]["per_gpu_images_per_s"] == pytest.approx(
+        4000.0, rel=1e-3
+    )  # compute roof, measured
+    a100 = plan["training"]["alternatives"]["a100_sxm"]
+    assert a100["mfu"] == pytest.approx(0.27 * mfu / 0.18, rel=1e-3)
+    assert "device-check" in plan["training"]["derivation"]["mfu"]["formula"]
+    assert plan["gpu_calibration"]["catalog_error_pct"] > 100  # the catalog's ResNet-50 MFU, far off
+    training, serving = plan[
+        "validation_gpu"
+    ]  # reported: the catalog's training rate, the CUDA-graph latency
+    assert training["measured"] == 4000.0
+    assert training["predicted"] == plan["gpu_calibration"]["catalog_predicted_images_per_s"]
+    a, c = device_latency_line(profile_infer_fixture(), catalog["gpu"]["h200_sxm"], catalog["assumptions"])[
+        "value"
+    ]
+    assert serving["measured"] == 1.0 and serving["predicted"] == pytest.approx(a + c, abs=1e-4)
+
+
+def test_a_gpu_measurement_of_another_model_is_not_used() -> None:
+    profile = profile_train_fixture()
+    assert gpu_calibration([_device_check(4000.0, 1.05)], profile, load_catalog()) is None
+    plan = make_plan(
+        profile, profile_infer_fixture(), device_checks=[_device_check(4000.0, 1.05)], **PLAN_ARGS
+    )
+    assert (
+        plan["gpu_calibration"] is None and len(plan["validation_gpu"]) == 1
+    )  # the serving row still matches
+    assert plan["training"]["mfu"] == 0.18  # the catalog's
+
+
+def test_the_shipped_h200_measurement_calibrates_the_nano_preset() -> None:
+    from crosswalk.model import model_info
+    from crosswalk.train.config import TrainConfig
+    from crosswalk.train.loop import model_config_for
+
+    checks = shipped_device_checks()
+    assert checks and all(catalog_key_for_device(c["environment"]["gpu"]) for c in checks)
+    mcfg = model_config_for(
+        TrainConfig(preset="nano", image_size=(512, 288)), ("pedestrian", "cyclist", "vehicle")
+    )
+    profile = profile_train_fixture() | {
+        "gflops_forward_backward_per_image": model_info(mcfg)["gflops_forward_backward"]
+    }
+    cal = gpu_calibration(checks, profile, load_catalog())
+    assert cal is not None and 0 < cal["measured_mfu"] < cal["catalog_mfu"]
 
 
 # ---- CLI and report -----------------------------------------------------------------------------------------

@@ -129,7 +129,6 @@ def check_data(out: Path, cfg: DeviceCheckConfig) -> dict:
     synth = SynthConfig(frames=cfg.frames, width=cfg.size[0], height=cfg.size[1], workers=workers)
     result = synthesize(out, synth, progress=False)
     return {
-        "dir": str(out),
         "frames": cfg.frames,
         "workers": workers,
         "frames_per_s": round(result.frames_per_s, 1),
@@ -332,6 +331,7 @@ def check_infer(data: Path, cfg: DeviceCheckConfig, device: torch.device, say, r
 
     from crosswalk.data.loader import decode_on_device
     from crosswalk.data.shards import ShardReader
+    from crosswalk.model import model_info
 
     cuda = device.type == "cuda"
     w, h = cfg.size
@@ -349,9 +349,13 @@ def check_infer(data: Path, cfg: DeviceCheckConfig, device: torch.device, say, r
         "p50_ms"
     ]
     result["presets"] = {}
+    result["gflops_forward_per_image"] = {}  # what the planner matches a profile's model on
     g = torch.Generator().manual_seed(0)
     for preset in cfg.presets:
         module = _serving_module(preset, cfg.size, device)
+        result["gflops_forward_per_image"][preset] = round(
+            model_info(_model_config(preset, cfg.size))["gflops_forward"], 5
+        )
         rows = result["presets"][preset] = []
         for batch in (1, cfg.offline_batch):
             # random pixels: a constant image can time faster than real ones
@@ -389,7 +393,12 @@ def run_device_check(
     start = time.perf_counter()
     deadline = start + cfg.budget_s
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    result: dict = {"config": asdict(cfg), "environment": _environment(device), "errors": {}}
+    result: dict = {
+        "measured": time.strftime("%Y-%m-%d") + ", crosswalk device-check",  # the planner quotes it
+        "config": asdict(cfg),
+        "environment": _environment(device),
+        "errors": {},
+    }
     path = out / "device_check.json"
 
     def save() -> None:

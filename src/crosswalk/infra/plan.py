@@ -10,8 +10,15 @@ import json
 from pathlib import Path
 
 from crosswalk.infra.catalog import load_catalog, select
-from crosswalk.infra.planner import inference_plan, seed_servers, training_plan
-from crosswalk.infra.validate import validate
+from crosswalk.infra.planner import (
+    derived,
+    device_latency_line,
+    inference_plan,
+    per_gpu_training_rate,
+    seed_servers,
+    training_plan,
+)
+from crosswalk.infra.validate import check, validate
 
 # CUDA device-name fragments -> catalog keys (most specific first)
 DEVICE_NAMES = [
@@ -31,19 +38,116 @@ def catalog_key_for_device(name: str | None) -> str | None:
     return next((key for fragment, key in DEVICE_NAMES if fragment in name), None)
 
 
-def measured_gpu_mfu(profile_train: dict, bench_train: dict | None, catalog: dict) -> dict[str, float]:
+# Training rates measured on lent GPUs (``crosswalk device-check``), shipped like the catalog
+MEASURED_DIR = Path(__file__).parent / "measured"
+
+
+def shipped_device_checks() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(MEASURED_DIR.glob("*.json"))]
+
+
+def measured_gpu_mfu(profile_train: dict, bench_train: dict | None, catalog: dict) -> dict[str, dict]:
     """MFU measured on a GPU, by catalog key: from the training profile or ``bench train`` when either ran on
     a GPU the catalog knows (the planner then uses it instead of the sourced assumption)."""
     out = {}
-    for source in (bench_train or {}, profile_train):
+    for name, source in (("bench_train.json", bench_train or {}), ("profile_train.json", profile_train)):
         key = catalog_key_for_device(source.get("device"))
-        if key is None:
+        achieved = source.get("achieved_gflops_per_s")
+        if key is None or not achieved:
             continue
         peak = catalog["gpu"][key]["bf16_dense_tflops"] * 1e3
-        achieved = source.get("achieved_gflops_per_s")
-        if achieved:
-            out[key] = achieved / peak
+        out[key] = derived(achieved / peak, f"measured on this GPU ({name}): achieved GFLOP/s / peak",
+                           achieved_gflops_per_s=achieved, peak_bf16_gflops_per_s=peak)  # fmt: skip
     return out
+
+
+def gpu_calibration(device_checks: list[dict], profile_train: dict, catalog: dict) -> dict | None:
+    """This model's training rate measured on a GPU (a ``device-check`` run of the same network: FLOPs per
+    image within 1%) against the catalog's prediction for it.
+
+    The catalog's MFU comes from MLPerf ResNet-50; a detector of a few GFLOPs per image at 512x288 reaches far
+    less (its convolutions are narrow, and normalisation, activations and depthwise layers are memory-bound).
+    ``scale`` = measured MFU / catalog MFU on the measured GPU; the planner applies it to every GPU's catalog
+    MFU, taking the model's efficiency relative to ResNet-50 to carry across GPUs. None without a match."""
+    gflops = profile_train["gflops_forward_backward_per_image"]
+    best = None
+    for dc in device_checks:
+        key = catalog_key_for_device(dc.get("environment", {}).get("gpu"))
+        for row in dc.get("train", []):
+            if key is None or "compute_only_images_per_s" not in row:
+                continue
+            if abs(row["gflops_per_image"] - gflops) > 0.01 * gflops:
+                continue
+            if best is None or row["compute_only_images_per_s"] > best[2]["compute_only_images_per_s"]:
+                best = (key, dc, row)
+    if best is None:
+        return None
+    key, dc, row = best
+    gpu = catalog["gpu"][key]
+    rate = row["compute_only_images_per_s"]
+    measured = rate * gflops / (gpu["bf16_dense_tflops"] * 1e3)
+    predicted = per_gpu_training_rate(profile_train, gpu, gpu["cnn_train_mfu"], catalog["assumptions"])
+    return {
+        "gpu": key,
+        "device": dc["environment"]["gpu"],
+        "measured": dc.get("measured", ""),
+        "setting": {k: row[k] for k in ("preset", "compile", "decode")}
+        | {"batch": dc["config"]["batch_size"], "compute_only": True},
+        "measured_images_per_s": rate,
+        "measured_with_loader_images_per_s": row["train_images_per_s"],
+        "measured_mfu": round(measured, 5),
+        "catalog_mfu": gpu["cnn_train_mfu"],
+        "scale": round(measured / gpu["cnn_train_mfu"], 5),
+        "catalog_predicted_images_per_s": round(predicted["value"], 1),
+        "catalog_error_pct": round(100 * abs(predicted["value"] - rate) / rate, 1),
+    }
+
+
+def gpu_checks(
+    device_checks: list[dict], profile_train: dict, profile_infer: dict, catalog: dict
+) -> list[dict]:
+    """The planner's GPU predictions against ``device-check`` measurements of the same networks: the training
+    rate at the catalog MFU, and the serving latency line a + c*b against each measured CUDA-graph replay
+    (batch 1 and 64). Reported, not fitted (the training calibration is ``gpu_calibration``)."""
+    out = []
+    cal = gpu_calibration(device_checks, profile_train, catalog)
+    if cal is not None:
+        out.append(check(f"training images/s per {cal['gpu']}, catalog MFU {cal['catalog_mfu']}",
+                         f"{cal['measured']}; {cal['setting']['preset']} batch {cal['setting']['batch']}, compute only",
+                         cal["catalog_predicted_images_per_s"], cal["measured_images_per_s"], "images/s"))  # fmt: skip
+    gflops = profile_infer["gflops_forward_per_image"]
+    for dc in device_checks:
+        key = catalog_key_for_device(dc.get("environment", {}).get("gpu"))
+        infer = dc.get("infer", {})
+        for preset, g in infer.get("gflops_forward_per_image", {}).items():
+            if key is None or abs(g - gflops) > 0.01 * gflops:
+                continue
+            a, c = device_latency_line(profile_infer, catalog["gpu"][key], catalog["assumptions"])["value"]
+            for row in infer["presets"][preset]:
+                if row.get("mode") == "cuda_graph" and "p50_ms" in row:
+                    out.append(check(f"serving p50 latency on {key}, batch {row['batch']}",
+                                     f"{dc.get('measured', '')}; {preset}, bf16, CUDA graph, network only",
+                                     a + c * row["batch"], row["p50_ms"], "ms"))  # fmt: skip
+    return out
+
+
+def gpu_mfus(profile_train: dict, bench_train: dict | None, device_checks: list[dict], catalog: dict):
+    """MFU derivations by GPU key (a key left out: the catalog's) and the calibration behind them."""
+    cal = gpu_calibration(device_checks, profile_train, catalog)
+    mfus = {}
+    if cal is not None:
+        for key, gpu in catalog["gpu"].items():
+            mfus[key] = derived(
+                round(gpu["cnn_train_mfu"] * cal["scale"], 6),
+                f"catalog MFU x this model's measured MFU / catalog MFU on {cal['device']} (device-check: "
+                f"{cal['measured']})",
+                catalog_mfu=gpu["cnn_train_mfu"],
+                scale=cal["scale"],
+                measured_on=cal["gpu"],
+                measured_images_per_s=cal["measured_images_per_s"],
+                measured_batch=cal["setting"]["batch"],
+            )
+    return mfus | measured_gpu_mfu(profile_train, bench_train, catalog), cal
 
 
 def make_plan(
@@ -57,12 +161,16 @@ def make_plan(
     hardware: list[str] | None = None,
     catalog: dict | None = None,
     bench_train: dict | None = None,
+    device_checks: list[dict] | None = None,
 ) -> dict:
+    """The plan for both workloads. ``device_checks``: ``device-check`` results (default: the ones shipped in
+    ``infra/measured``); a training rate measured there for this model calibrates every GPU's MFU."""
     catalog = catalog or load_catalog()
     gpus = list(select(catalog, "gpu", hardware)) if hardware else None
     train_gpu = gpus[0] if gpus else "h200_sxm"
     server = "kr6288v2" if catalog["gpu"][train_gpu]["form"] == "sxm" else "kr4268v2"
-    mfus = measured_gpu_mfu(profile_train, bench_train, catalog)
+    checks = shipped_device_checks() if device_checks is None else device_checks
+    mfus, calibration = gpu_mfus(profile_train, bench_train, checks, catalog)
     args = dict(
         train_images=train_images, epochs=epochs, deadline_h=deadline_h, serve_fps=serve_fps, p99_ms=p99_ms
     )
@@ -74,7 +182,7 @@ def make_plan(
         deadline_h,
         train_gpu,
         server,
-        measured_mfu=mfus.get(train_gpu),
+        mfu=mfus.get(train_gpu),
     )
     training["alternatives"] = {}
     for key, gpu in catalog["gpu"].items():
@@ -87,7 +195,7 @@ def make_plan(
             deadline_h,
             key,
             alt_server,
-            measured_mfu=mfus.get(key),
+            mfu=mfus.get(key),
         )
         training["alternatives"][key] = {
             k: t[k] for k in ("gpus", "nodes", "hours_predicted", "per_gpu_images_per_s", "per_gpu_bound",
@@ -98,8 +206,10 @@ def make_plan(
         "inputs": {**args, "hardware": hardware},
         "training": training,
         "inference": inference,
-        "seed_servers": seed_servers(profile_train, profile_infer, catalog, args),
+        "seed_servers": seed_servers(profile_train, profile_infer, catalog, args, mfus),
+        "gpu_calibration": calibration,
         "validation": validate(profile_train, profile_infer),
+        "validation_gpu": gpu_checks(checks, profile_train, profile_infer, catalog),
         "this_machine": profile_train.get("machine"),
     }
 
@@ -118,7 +228,9 @@ def plan_from_dir(from_dir: str | Path, **kw) -> dict:
             f"{from_dir} has no {' or '.join(missing)}; run `crosswalk profile train --json "
             f"{from_dir}/profile_train.json` and `crosswalk profile infer --json {from_dir}/profile_infer.json` first"
         )
-    return make_plan(pt, pi, bench_train=_read(from_dir / "bench_train.json"), **kw)
+    own = _read(from_dir / "device_check.json")  # a device-check run of one's own joins the shipped ones
+    checks = shipped_device_checks() + ([own] if own else [])
+    return make_plan(pt, pi, bench_train=_read(from_dir / "bench_train.json"), device_checks=checks, **kw)
 
 
 def _inputs(inputs: dict) -> str:
@@ -175,6 +287,19 @@ def format_plan(plan: dict) -> str:
         for gpu, row in s["inference"].items():
             lines.append(f"    {key} with {gpu}: inference {row['servers']} server(s), {row['replicas']} GPUs, "
                          f"p99 {row['p99_ms']:.2f} ms{'' if row['fits'] else ' (misses p99)'}")  # fmt: skip
+    cal = plan.get("gpu_calibration")
+    if cal:
+        lines.append(
+            f"GPU CALIBRATION: this model trains at {cal['measured_images_per_s']:.0f} images/s (compute only, "
+            f"batch {cal['setting']['batch']}) on {cal['device']} ({cal['measured']}): MFU {cal['measured_mfu']:.4f}"
+            f" against the catalog's {cal['catalog_mfu']}, which predicted {cal['catalog_predicted_images_per_s']:.0f}"
+            f" images/s ({cal['catalog_error_pct']:.0f}% off); every GPU's catalog MFU is scaled by {cal['scale']:.4f}"
+        )
+    for c in plan.get("validation_gpu", []):
+        lines.append(
+            f"    measured on a GPU: {c['name']}: predicted {c['predicted']:.4g} {c['unit']}, measured "
+            f"{c['measured']:.4g}: {c['error_pct']:.0f}% off  [{c['calibrated_on']}]"
+        )
     lines.append(f"VALIDATION on this machine (max error {v['max_error_pct']}%):")
     for c in v["checks"]:
         lines.append(

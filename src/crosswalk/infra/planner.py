@@ -21,7 +21,8 @@ from typing import Any
 P99 = 0.99
 
 
-def _d(value: Any, formula: str, **inputs: Any) -> dict[str, Any]:
+def derived(value: Any, formula: str, **inputs: Any) -> dict[str, Any]:
+    """A figure with its derivation, the shape every planned figure is reported in."""
     return {"value": value, "formula": formula, "inputs": inputs}
 
 
@@ -111,11 +112,11 @@ def ring_busbw(n: int, gpu: dict, server: dict, network: dict) -> dict:
     """Bus bandwidth (bytes/s) and fixed latency (s) of a ring all-reduce over ``n`` GPUs (infra.md s3.3)."""
     per_node = server["gpus"]
     if n <= per_node:
-        return _d(gpu["ring_busbw_gb_per_s"] * 1e9, "intra-node ring busbw of the GPU (catalog)",
-                  ring_busbw_gb_per_s=gpu["ring_busbw_gb_per_s"]) | {"latency_s": 0.0}  # fmt: skip
+        return derived(gpu["ring_busbw_gb_per_s"] * 1e9, "intra-node ring busbw of the GPU (catalog)",
+                       ring_busbw_gb_per_s=gpu["ring_busbw_gb_per_s"]) | {"latency_s": 0.0}  # fmt: skip
     inter = server["compute_nics"] * network["achievable_gb_per_s"]
     value = min(gpu["ring_busbw_gb_per_s"], inter) * 1e9
-    return _d(
+    return derived(
         value,
         "min(intra-node busbw, NICs per node x achievable per NIC) (infra.md s3.3 planning rule)",
         ring_busbw_gb_per_s=gpu["ring_busbw_gb_per_s"],
@@ -134,7 +135,7 @@ def per_gpu_training_rate(profile: dict, gpu: dict, mfu: float, assumptions: dic
     compute = gpu["bf16_dense_tflops"] * 1e12 * mfu / flops
     memory = gpu["memory_bw_gb_per_s"] * 1e9 * assumptions["gpu_memory_efficiency"] / traffic
     bound = "compute" if compute <= memory else "memory"
-    return _d(
+    return derived(
         min(compute, memory),
         "min(peak x MFU / FLOPs per image, memory BW x efficiency / (3 x bf16 activation bytes per image))",
         peak_bf16_tflops=gpu["bf16_dense_tflops"],
@@ -157,21 +158,20 @@ def training_plan(
     gpu_key: str = "h200_sxm",
     server_key: str = "kr6288v2",
     per_gpu_batch: int = 64,
-    measured_mfu: float | None = None,
+    mfu: dict | None = None,
     checkpoints_kept: int = 3,
     max_gpus: int = 65536,
 ) -> dict:
     """GPUs, nodes, storage, read bandwidth, decode cores and all-reduce cost for ``epochs`` over
-    ``train_images`` within ``deadline_h`` on ``gpu_key`` GPUs in ``server_key`` nodes."""
+    ``train_images`` within ``deadline_h`` on ``gpu_key`` GPUs in ``server_key`` nodes. ``mfu``: a derivation
+    (``{"value", "formula", "inputs"}``) from a measurement; the catalog's sourced assumption without one."""
     gpu, server = catalog["gpu"][gpu_key], catalog["server"][server_key]
     server = {**server, "compute_nics": server.get("compute_nics", 0)}
     network = catalog["network"][server.get("network", "ndr_ib")]
     drive = catalog["storage"][server.get("drive", "nvme_gen5")]
     assumptions = catalog["assumptions"]
-    if measured_mfu is not None:
-        mfu = _d(measured_mfu, "measured on this GPU (bench_train.json / profile)")
-    else:
-        mfu = _d(gpu["cnn_train_mfu"], "catalog assumption: " + gpu["sources"]["cnn_train_mfu"])
+    if mfu is None:
+        mfu = derived(gpu["cnn_train_mfu"], "catalog assumption: " + gpu["sources"]["cnn_train_mfu"])
     rate = per_gpu_training_rate(profile, gpu, mfu["value"], assumptions)
     total_images = train_images * epochs
     required = total_images / (deadline_h * 3600)
@@ -237,40 +237,40 @@ def training_plan(
         "this_machine_hours": round(total_images / this_rate / 3600, 1),
     }
     plan["derivation"] = {
-        "total_pflop": _d(plan["total_pflop"], "images x epochs x GFLOPs(fwd+bwd) per image / 1e6",
-                          images=train_images, epochs=epochs,
-                          gflops_forward_backward_per_image=profile["gflops_forward_backward_per_image"]),
-        "required_images_per_s": _d(plan["required_images_per_s"], "images x epochs / (deadline_h x 3600)",
-                                    images=train_images, epochs=epochs, deadline_h=deadline_h),
+        "total_pflop": derived(plan["total_pflop"], "images x epochs x GFLOPs(fwd+bwd) per image / 1e6",
+                               images=train_images, epochs=epochs,
+                               gflops_forward_backward_per_image=profile["gflops_forward_backward_per_image"]),
+        "required_images_per_s": derived(plan["required_images_per_s"], "images x epochs / (deadline_h x 3600)",
+                                         images=train_images, epochs=epochs, deadline_h=deadline_h),
         "mfu": mfu,
         "per_gpu_images_per_s": rate,
-        "allreduce_ms_per_step": _d(plan["allreduce_ms_per_step"], "latency + 2(n-1)/n x gradient bytes / busbw",
-                                    n=n, gradient_bytes=grad, busbw_gb_per_s=round(bw["value"] / 1e9, 1),
-                                    latency_us=1e6 * bw["latency_s"], busbw=bw),
-        "compute_ms_per_step": _d(plan["compute_ms_per_step"], "per-GPU batch / per-GPU images/s",
-                                  per_gpu_batch=per_gpu_batch, per_gpu_images_per_s=round(rate["value"], 1)),
-        "gpus": _d(n, "smallest n with n x batch / (compute + all-reduce) >= required images/s "
-                   "(no compute/communication overlap: conservative)",
-                   required_images_per_s=round(required, 1), achieved_images_per_s=round(achieved, 1)),
-        "nodes": _d(nodes, "ceil(gpus / GPUs per node)", gpus=n, gpus_per_node=server["gpus"]),
-        "storage_tb": _d(plan["storage_tb"], "images x bytes per sample (manifest) + kept checkpoints x checkpoint bytes",
-                         images=train_images, bytes_per_sample=bytes_per_sample, checkpoints_kept=checkpoints_kept,
-                         checkpoint_bytes=profile["checkpoint_bytes"]),
-        "read_gb_per_s": _d(plan["read_gb_per_s"], "cluster images/s x bytes per sample",
-                            images_per_s=round(achieved, 1), bytes_per_sample=bytes_per_sample),
-        "drives_per_node": _d(drives, "max(ceil(read per node / drive read), ceil(storage / drive capacity))",
-                              read_per_node_gb_per_s=round(read_node, 3), drive_read_gb_per_s=drive["read_gb_per_s"],
-                              drive_capacity_tb=drive["capacity_tb"], nvme_bays=server.get("nvme_bays")),
-        "decode_cores_per_node": _d(plan["decode_cores_per_node"],
-                                    "node images/s x decode CPU-seconds per sample (measured on this machine's core)",
-                                    node_images_per_s=round(achieved / nodes, 1),
-                                    decode_cpu_s_per_sample=profile["decode_cpu_s_per_sample"],
-                                    cores_free=cores_free),
-        "checkpoint_write_s": _d(plan["checkpoint_write_s"], "checkpoint bytes / drive sequential write",
-                                 checkpoint_bytes=profile["checkpoint_bytes"],
-                                 drive_write_gb_per_s=drive["write_gb_per_s"]),
-        "this_machine_hours": _d(plan["this_machine_hours"], "images x epochs / measured images/s (real loader) / 3600",
-                                 images_per_s=this_rate),
+        "allreduce_ms_per_step": derived(plan["allreduce_ms_per_step"], "latency + 2(n-1)/n x gradient bytes / busbw",
+                                         n=n, gradient_bytes=grad, busbw_gb_per_s=round(bw["value"] / 1e9, 1),
+                                         latency_us=1e6 * bw["latency_s"], busbw=bw),
+        "compute_ms_per_step": derived(plan["compute_ms_per_step"], "per-GPU batch / per-GPU images/s",
+                                       per_gpu_batch=per_gpu_batch, per_gpu_images_per_s=round(rate["value"], 1)),
+        "gpus": derived(n, "smallest n with n x batch / (compute + all-reduce) >= required images/s "
+                        "(no compute/communication overlap: conservative)",
+                        required_images_per_s=round(required, 1), achieved_images_per_s=round(achieved, 1)),
+        "nodes": derived(nodes, "ceil(gpus / GPUs per node)", gpus=n, gpus_per_node=server["gpus"]),
+        "storage_tb": derived(plan["storage_tb"], "images x bytes per sample (manifest) + kept checkpoints x checkpoint bytes",
+                              images=train_images, bytes_per_sample=bytes_per_sample, checkpoints_kept=checkpoints_kept,
+                              checkpoint_bytes=profile["checkpoint_bytes"]),
+        "read_gb_per_s": derived(plan["read_gb_per_s"], "cluster images/s x bytes per sample",
+                                 images_per_s=round(achieved, 1), bytes_per_sample=bytes_per_sample),
+        "drives_per_node": derived(drives, "max(ceil(read per node / drive read), ceil(storage / drive capacity))",
+                                   read_per_node_gb_per_s=round(read_node, 3), drive_read_gb_per_s=drive["read_gb_per_s"],
+                                   drive_capacity_tb=drive["capacity_tb"], nvme_bays=server.get("nvme_bays")),
+        "decode_cores_per_node": derived(plan["decode_cores_per_node"],
+                                         "node images/s x decode CPU-seconds per sample (measured on this machine's core)",
+                                         node_images_per_s=round(achieved / nodes, 1),
+                                         decode_cpu_s_per_sample=profile["decode_cpu_s_per_sample"],
+                                         cores_free=cores_free),
+        "checkpoint_write_s": derived(plan["checkpoint_write_s"], "checkpoint bytes / drive sequential write",
+                                      checkpoint_bytes=profile["checkpoint_bytes"],
+                                      drive_write_gb_per_s=drive["write_gb_per_s"]),
+        "this_machine_hours": derived(plan["this_machine_hours"], "images x epochs / measured images/s (real loader) / 3600",
+                                      images_per_s=this_rate),
     }  # fmt: skip
     return plan
 
@@ -290,7 +290,7 @@ def device_latency_line(profile: dict, device: dict, assumptions: dict) -> dict:
         profile["weight_bytes"] / 2 / (device["memory_bw_gb_per_s"] * 1e9)
     )
     c_s = max(compute_s, memory_s) + pcie_s
-    return _d(
+    return derived(
         (1e3 * a_s, 1e3 * c_s),
         "a = kernels x launch + fp16 weights / BW; c = max(FLOPs/(peak x fraction), fp16 bytes/(BW x eff)) + input/PCIe",
         kernels=profile["kernels_per_forward"],
@@ -319,8 +319,8 @@ def measured_latency_line(profile: dict, threads: int) -> dict:
         r for r in profile["rows"] if r["threads"] == threads and r["batch"] in profile["calibration_batches"]
     ]
     a, c = fit_line([r["batch"] for r in rows], [latency_ms(r) for r in rows], relative=True)
-    return _d((a, c), "least squares of relative residuals, p50 latency (paired with batch 1) on batch (measured, ORT on this machine)",
-              threads=threads, batches=[r["batch"] for r in rows]) | {"bound": "measured"}  # fmt: skip
+    return derived((a, c), "least squares of relative residuals, p50 latency (paired with batch 1) on batch (measured, ORT on this machine)",
+                   threads=threads, batches=[r["batch"] for r in rows]) | {"bound": "measured"}  # fmt: skip
 
 
 def size_replicas(
@@ -406,11 +406,11 @@ def inference_plan(
             "latency_line_ms": [round(v, 4) for v in cpu_line["value"]],
             "derivation": {
                 "latency_line": cpu_line,
-                "replicas": _d(replicas, "M/M/c sizing with Allen-Cunneen p99 (planner.size_replicas) + spare",
-                               threads_per_replica=threads, replicas_per_server=per_box, spare=spare,
-                               note="per-core speed taken equal to this machine's measured core (fp32 ORT, no AMX)"),
-                "power_w": _d(None if tdp is None else boxes * tdp, "servers x (CPU TDP + host power)",
-                              servers=boxes, server_w=tdp),
+                "replicas": derived(replicas, "M/M/c sizing with Allen-Cunneen p99 (planner.size_replicas) + spare",
+                                    threads_per_replica=threads, replicas_per_server=per_box, spare=spare,
+                                    note="per-core speed taken equal to this machine's measured core (fp32 ORT, no AMX)"),
+                "power_w": derived(None if tdp is None else boxes * tdp, "servers x (CPU TDP + host power)",
+                                   servers=boxes, server_w=tdp),
             },
         }  # fmt: skip
     for key, gpu in catalog["gpu"].items():
@@ -436,10 +436,10 @@ def inference_plan(
             "latency_line_ms": [round(v, 5) for v in line["value"]],
             "derivation": {
                 "latency_line": line,
-                "replicas": _d(replicas, "M/M/c sizing with Allen-Cunneen p99 (planner.size_replicas) + spare",
-                               spare=spare, server_overhead_ms=overhead, service_cv2=cv2, utilisation_cap=utilisation),
-                "power_w": _d(power, "replicas x GPU TDP + servers x host power", replicas=replicas,
-                              gpu_tdp_w=gpu["tdp_w"], servers=servers, host_power_w=server["host_power_w"]),
+                "replicas": derived(replicas, "M/M/c sizing with Allen-Cunneen p99 (planner.size_replicas) + spare",
+                                    spare=spare, server_overhead_ms=overhead, service_cv2=cv2, utilisation_cap=utilisation),
+                "power_w": derived(power, "replicas x GPU TDP + servers x host power", replicas=replicas,
+                                   gpu_tdp_w=gpu["tdp_w"], servers=servers, host_power_w=server["host_power_w"]),
             },
         }  # fmt: skip
     feasible = {k: v for k, v in candidates.items() if v["feasible"] and v["power_w"] is not None}
@@ -455,8 +455,10 @@ def inference_plan(
         "server_overhead_ms": overhead,
         "candidates": candidates,
         "derivation": {
-            "device": _d(chosen, "the feasible device (p99 <= bound) of least power", p99_bound_ms=p99_ms),
-            "server_overhead_ms": _d(
+            "device": derived(
+                chosen, "the feasible device (p99 <= bound) of least power", p99_bound_ms=p99_ms
+            ),
+            "server_overhead_ms": derived(
                 overhead,
                 "bench_infer.json overhead_paired_ms (per request: client time - the server's decode and "
                 "compute), else overhead_ms (server p50 - runtime p50); 0 if not run",
@@ -466,14 +468,17 @@ def inference_plan(
     }
 
 
-def seed_servers(profile_train: dict, profile_infer: dict, catalog: dict, args: dict) -> dict:
-    """Both seed servers evaluated for both workloads: how many, and whether the workload fits."""
+def seed_servers(
+    profile_train: dict, profile_infer: dict, catalog: dict, args: dict, mfus: dict | None = None
+) -> dict:
+    """Both seed servers evaluated for both workloads: how many, and whether the workload fits. ``mfus``: MFU
+    derivations by GPU key, from measurements (``training_plan``'s ``mfu``)."""
     out = {}
     for key, server in catalog["server"].items():
         row = {"name": server["name"], "role": server["role"], "training": {}, "inference": {}}
         for gpu in server["gpu_options"]:
             t = training_plan(profile_train, catalog, args["train_images"], args["epochs"], args["deadline_h"],
-                              gpu_key=gpu, server_key=key)  # fmt: skip
+                              gpu_key=gpu, server_key=key, mfu=(mfus or {}).get(gpu))  # fmt: skip
             row["training"][gpu] = {
                 "nodes": t["nodes"],
                 "gpus": t["gpus"],

@@ -321,6 +321,11 @@ crosswalk command wrote; planned figures carry their formula in <code>plan.json<
 <table><tr><th>server</th><th>GPU</th><th>training: GPUs / nodes / hours</th><th>interconnect-bound</th><th>inference: servers / replicas / p99 ms / W</th></tr>
 {% for key, s in plan.seed_servers.items() %}{% for gpu, tr in s.training.items() %}{% set inf = s.inference[gpu] %}
 <tr><td>{{ s.name }}</td><td>{{ gpu }}</td><td class="num">{{ tr.gpus }} / {{ tr.nodes }} / {{ '%.2f' % tr.hours_predicted }}</td><td>{{ 'yes' if tr.interconnect_bound else 'no' }}</td><td class="num">{{ inf.servers }} / {{ inf.replicas }} / {{ inf.p99_ms }} / {{ inf.power_w }}</td></tr>{% endfor %}{% endfor %}</table>
+{% set cal = plan.gpu_calibration %}{% if cal %}<h3>Calibrated on a GPU: {{ cal.device }} ({{ cal.measured }})</h3>
+<p>This model trains at {{ cal.measured_images_per_s }} images/s there ({{ cal.setting.preset }}, batch {{ cal.setting.batch }}, compute only, compile {{ 'on' if cal.setting.compile else 'off' }}; {{ cal.measured_with_loader_images_per_s }} with the real loader): MFU {{ cal.measured_mfu }} against the catalog's {{ cal.catalog_mfu }} (MLPerf ResNet-50), which predicted <span class="bad">{{ cal.catalog_predicted_images_per_s }} images/s ({{ cal.catalog_error_pct }}% off)</span>. Every GPU's catalog MFU above is scaled by {{ cal.scale }}.</p>{% endif %}
+{% if plan.validation_gpu %}<h3>The planner's GPU figures against a lent GPU (reported, not fitted)</h3>
+<table><tr><th>check</th><th>run and setting</th><th>predicted</th><th>measured</th><th>error %</th></tr>
+{% for c in plan.validation_gpu %}<tr><td>{{ c.name }}</td><td>{{ c.calibrated_on }}</td><td class="num">{{ c.predicted }} {{ c.unit }}</td><td class="num">{{ c.measured }} {{ c.unit }}</td><td class="num {{ 'ok' if c.error_pct <= 10 else 'bad' }}">{{ c.error_pct }}</td></tr>{% endfor %}</table>{% endif %}
 <h3>Validation on this machine: max error {{ plan.validation.max_error_pct }}%</h3>
 <table><tr><th>check</th><th>calibrated on</th><th>predicted</th><th>measured</th><th>error %</th></tr>
 {% for c in plan.validation.checks %}<tr><td>{{ c.name }}</td><td>{{ c.calibrated_on }}</td><td class="num">{{ c.predicted }} {{ c.unit }}</td><td class="num">{{ c.measured }} {{ c.unit }}</td><td class="num {{ 'ok' if c.error_pct <= 10 else 'bad' }}">{{ c.error_pct }}</td></tr>{% endfor %}</table>

@@ -22,7 +22,7 @@ from __future__ import annotations
 from crosswalk.infra.planner import fit_alpha_beta, fit_line, latency_ms
 
 
-def _check(name: str, calibrated_on: str, predicted: float, measured: float, unit: str) -> dict:
+def check(name: str, calibrated_on: str, predicted: float, measured: float, unit: str) -> dict:
     return {
         "name": name,
         "calibrated_on": calibrated_on,
@@ -49,7 +49,7 @@ def training_checks(profile: dict) -> list[dict]:
         a, c = 0.0, 1e3 / compute[calib[0]]["images_per_s"]
         how = f"compute-only images/s at batch {calib[0]}"
     out = [
-        _check(f"training step, batch {b}", how, a + c * int(b), _step_ms(compute[b]), "ms")
+        check(f"training step, batch {b}", how, a + c * int(b), _step_ms(compute[b]), "ms")
         for b in compute
         if b not in calib
     ]
@@ -59,7 +59,7 @@ def training_checks(profile: dict) -> list[dict]:
         alpha, bw = fit_alpha_beta([r["bytes"] for r in ends], [r["ms"] / 1e3 for r in ends])
         for r in rows[1:-1]:
             out.append(
-                _check(
+                check(
                     f"2-rank gloo all-reduce, {r['bytes'] / 1e6:.1f} MB",
                     f"alpha + S/B fitted on {ends[0]['bytes'] / 1e6:.1f} and {ends[1]['bytes'] / 1e6:.1f} MB",
                     1e3 * (alpha + r["bytes"] / bw),
@@ -80,7 +80,7 @@ def inference_checks(profile: dict) -> list[dict]:
         for r in rows:
             if r["batch"] not in calib:
                 out.append(
-                    _check(
+                    check(
                         f"inference p50 latency, batch {r['batch']}, {threads} thread(s)",
                         f"a + c*b fitted on batches {calib}",
                         a + c * r["batch"],
@@ -95,7 +95,7 @@ def inference_checks(profile: dict) -> list[dict]:
         # over rounds, at the predicted figure's speed level (older profiles: the pooled images/s)
         measured = predicted * rep["efficiency_paired"] if "efficiency_paired" in rep else rep["images_per_s"]
         out.append(
-            _check(
+            check(
                 f"{rep['replicas']} replicas side by side, images/s",
                 "one replica's images per CPU-second x the CPU-seconds per second the replicas got",
                 predicted,
