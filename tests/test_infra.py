@@ -344,6 +344,9 @@ def test_a_gpu_measurement_of_the_same_model_scales_every_gpus_mfu() -> None:
     assert plan["training"]["per_gpu_images_per_s"] == pytest.approx(
         4000.0, rel=1e-3
     )  # compute roof, measured
+    assert (
+        plan["training"]["derivation"]["compute_ms_per_step"]["inputs"]["per_gpu_batch"] == 256
+    )  # as measured
     a100 = plan["training"]["alternatives"]["a100_sxm"]
     assert a100["mfu"] == pytest.approx(0.27 * mfu / 0.18, rel=1e-3)
     assert "device-check" in plan["training"]["derivation"]["mfu"]["formula"]

@@ -469,7 +469,12 @@ def inference_plan(
 
 
 def seed_servers(
-    profile_train: dict, profile_infer: dict, catalog: dict, args: dict, mfus: dict | None = None
+    profile_train: dict,
+    profile_infer: dict,
+    catalog: dict,
+    args: dict,
+    mfus: dict | None = None,
+    per_gpu_batch: int = 64,
 ) -> dict:
     """Both seed servers evaluated for both workloads: how many, and whether the workload fits. ``mfus``: MFU
     derivations by GPU key, from measurements (``training_plan``'s ``mfu``)."""
@@ -478,7 +483,8 @@ def seed_servers(
         row = {"name": server["name"], "role": server["role"], "training": {}, "inference": {}}
         for gpu in server["gpu_options"]:
             t = training_plan(profile_train, catalog, args["train_images"], args["epochs"], args["deadline_h"],
-                              gpu_key=gpu, server_key=key, mfu=(mfus or {}).get(gpu))  # fmt: skip
+                              gpu_key=gpu, server_key=key, per_gpu_batch=per_gpu_batch,
+                              mfu=(mfus or {}).get(gpu))  # fmt: skip
             row["training"][gpu] = {
                 "nodes": t["nodes"],
                 "gpus": t["gpus"],
