@@ -24,6 +24,11 @@ def test_quick_device_check_fills_every_section_on_the_cpu(tmp_path):
     best = max(r["compute_only_images_per_s"] for r in train)
     assert plan["measured_images_per_s"] == best and plan["measured_setting"]["compute_only"]
     assert plan["error_pct"] == round(100 * abs(plan["predicted_images_per_s"] - best) / best, 1)
+    step = result["step"]  # batches a quarter, one and four times the check's (4 here)
+    assert (
+        list(step["compute_only_images_per_s"]) == ["1", "4", "16"] and step["profiled_wall_ms_per_step"] > 0
+    )
+    assert "gpu_kernel_ms_per_step" not in step  # CUDA only
     assert result["infer"]["nano_single_stream_with_decode_ms"] > result["infer"]["jpeg_decode_device_ms"]
     rows = result["infer"]["presets"]["nano"]
     assert [(r["mode"], r["batch"]) for r in rows] == [

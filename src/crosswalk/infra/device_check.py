@@ -11,6 +11,8 @@ and writes ``device_check.json`` (and prints each figure as it goes), in this or
   real-loader and compute-only images/s and the MFU against the dense bf16 peak;
 - ``plan``: the planner's per-GPU training images/s for ``nano`` on the catalog's H200 (the catalog MFU, as
   ``crosswalk plan`` uses it) against the best measured ``nano`` compute-only rate;
+- ``step``: where a ``nano`` step's time goes: compute-only images/s at batch 64, 256 and 1024, and a
+  ``torch.profiler`` count of kernels per step and their GPU time against the step's wall time;
 - ``infer``: the serving network (bf16) at batch 1 and 64, eager and replayed from a CUDA graph: p50/p90
   latency and images/s, plus single-image JPEG decode on the GPU and on the CPU;
 - ``train`` again: the ``torch.compile`` rows (CPU decode), last because a cold compile can take minutes,
@@ -244,6 +246,68 @@ def _bench_row(data: Path, bench, say) -> dict:
     return out
 
 
+def _held_step(data: Path, preset: str, batch: int, cfg: DeviceCheckConfig, device: torch.device):
+    """One eager training step of ``preset`` on a batch held on the device (compute only, as bench train)."""
+    from crosswalk.data.loader import LoaderConfig, ShardLoader, batch_pixels
+    from crosswalk.model import build_detector
+    from crosswalk.train.loop import forward_backward, targets_to
+
+    loader = ShardLoader(data, LoaderConfig(batch_size=batch, workers=0, image_size=cfg.size))
+    held = next(loader.forever())
+    loader.close()
+    held = {k: v for k, v in held.items() if k != "jpegs"} | {
+        "images": batch_pixels(held, device, copy=True),
+        "targets": targets_to(held["targets"], device),
+    }
+    mcfg = _model_config(preset, cfg.size)
+    model = build_detector(mcfg).to(device).to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        forward_backward(model, held, mcfg, device, device.type == "cuda")
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def check_step(data: Path, cfg: DeviceCheckConfig, device: torch.device) -> dict:
+    """Where a ``nano`` training step's time goes. Compute-only images/s at a quarter, one and four times the
+    batch: a per-step cost that does not grow with the batch (kernel launches, host syncs) shows as a rate that
+    grows with it. Then ``torch.profiler`` over a few steps at the batch: kernels per step and their summed GPU
+    time against the step's wall time (the rest is the GPU waiting on the host)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    frames = cfg.frames
+    batches = [b for b in (cfg.batch_size // 4, cfg.batch_size, 4 * cfg.batch_size) if 0 < b <= frames]
+    out: dict = {"preset": "nano", "compute_only_images_per_s": {}}
+    for b in batches:
+        step = _held_step(data, "nano", b, cfg, device)
+        for _ in range(min(3, cfg.warmup)):
+            step()
+        ms = _timed_calls(step, max(2, cfg.steps // 5), device)
+        out["compute_only_images_per_s"][b] = round(b / statistics.median(ms) * 1e3, 1)
+    step = _held_step(data, "nano", cfg.batch_size, cfg, device)
+    for _ in range(min(3, cfg.warmup)):
+        step()
+    _synchronize(device)
+    n = 5 if cfg.steps > 1 else 1
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(n):
+            step()
+        _synchronize(device)
+    out["profiled_wall_ms_per_step"] = round((time.perf_counter() - t0) / n * 1e3, 2)  # profiler overhead in
+    if device.type == "cuda":
+        kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
+        out["kernels_per_step"] = len(kernels) // n
+        out["gpu_kernel_ms_per_step"] = round(sum(e.device_time for e in kernels) / n / 1e3, 2)
+    top = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:8]
+    out["top_host_ms_per_step"] = {e.key[:60]: round(e.self_cpu_time_total / n / 1e3, 2) for e in top}
+    return out
+
+
 def check_plan(cfg: DeviceCheckConfig, train: list[dict]) -> dict:
     """The planner's per-GPU H200 rate for ``nano`` against the best measured ``nano`` row: against its compute-only
     rate (the GPU's own rate, which is what the planner's figure is; it sizes decode cores and storage apart),
@@ -421,6 +485,7 @@ def run_device_check(
             ("decode", lambda: check_decode(data, cfg, device)),
             ("train", partial(train_pass, compiled=False)),
             ("plan", lambda: check_plan(cfg, result.get("train", []))),
+            ("step", lambda: check_step(data, cfg, device)),
             ("infer", lambda: check_infer(data, cfg, device, say, result.setdefault("infer", {}))),
             ("train", partial(train_pass, compiled=True)),  # last: compiling can take minutes
             ("plan", lambda: check_plan(cfg, result.get("train", []))),  # with the compiled rows
