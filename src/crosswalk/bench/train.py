@@ -47,6 +47,15 @@ def _peak_tflops(device: torch.device) -> float | None:
     return next((v for k, v in DENSE_BF16_PEAK_TFLOPS.items() if k in name), None)
 
 
+def hold(batch: dict, device: torch.device) -> dict:
+    """A loader batch kept on ``device`` for compute-only steps: pixels decoded and targets moved once, into a
+    private copy (the loader reuses its slots)."""
+    return {k: v for k, v in batch.items() if k != "jpegs"} | {
+        "images": batch_pixels(batch, device, copy=True),
+        "targets": targets_to(batch["targets"], device),
+    }
+
+
 def bench_train(
     data_dir: str | Path, cfg: TrainBenchConfig = TrainBenchConfig(), progress: bool = True
 ) -> dict:
@@ -68,13 +77,7 @@ def bench_train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     amp = bf16_autocast(cfg.amp, device)
     batches = loader.forever()
-    held = next(batches)
-    # Compute only: one batch held on the device, pixels decoded and targets moved once (a private copy: the
-    # loader reuses its slots).
-    held = {k: v for k, v in held.items() if k != "jpegs"} | {
-        "images": batch_pixels(held, device, copy=True),
-        "targets": targets_to(held["targets"], device),
-    }
+    held = hold(next(batches), device)
 
     def step(batch: dict) -> None:
         forward_backward(forward, batch, mcfg, device, amp)

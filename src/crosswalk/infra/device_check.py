@@ -248,17 +248,14 @@ def _bench_row(data: Path, bench, say) -> dict:
 
 def _held_step(data: Path, preset: str, batch: int, cfg: DeviceCheckConfig, device: torch.device):
     """One eager training step of ``preset`` on a batch held on the device (compute only, as bench train)."""
-    from crosswalk.data.loader import LoaderConfig, ShardLoader, batch_pixels
+    from crosswalk.bench.train import hold
+    from crosswalk.data.loader import LoaderConfig, ShardLoader
     from crosswalk.model import build_detector
-    from crosswalk.train.loop import forward_backward, targets_to
+    from crosswalk.train.loop import forward_backward
 
     loader = ShardLoader(data, LoaderConfig(batch_size=batch, workers=0, image_size=cfg.size))
-    held = next(loader.forever())
+    held = hold(next(loader.forever()), device)
     loader.close()
-    held = {k: v for k, v in held.items() if k != "jpegs"} | {
-        "images": batch_pixels(held, device, copy=True),
-        "targets": targets_to(held["targets"], device),
-    }
     mcfg = _model_config(preset, cfg.size)
     model = build_detector(mcfg).to(device).to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
