@@ -61,6 +61,11 @@ def measured_gpu_mfu(profile_train: dict, bench_train: dict | None, catalog: dic
     return out
 
 
+def _same_network(gflops: float, other: float) -> bool:
+    """A device-check row measured the profiled network: FLOPs per image within 1%."""
+    return abs(other - gflops) <= 0.01 * gflops
+
+
 def gpu_calibration(device_checks: list[dict], profile_train: dict, catalog: dict) -> dict | None:
     """This model's training rate measured on a GPU (a ``device-check`` run of the same network: FLOPs per
     image within 1%) against the catalog's prediction for it.
@@ -76,7 +81,7 @@ def gpu_calibration(device_checks: list[dict], profile_train: dict, catalog: dic
         for row in dc.get("train", []):
             if key is None or "compute_only_images_per_s" not in row:
                 continue
-            if abs(row["gflops_per_image"] - gflops) > 0.01 * gflops:
+            if not _same_network(gflops, row["gflops_per_image"]):
                 continue
             if best is None or row["compute_only_images_per_s"] > best[2]["compute_only_images_per_s"]:
                 best = (key, dc, row)
@@ -103,14 +108,11 @@ def gpu_calibration(device_checks: list[dict], profile_train: dict, catalog: dic
     }
 
 
-def gpu_checks(
-    device_checks: list[dict], profile_train: dict, profile_infer: dict, catalog: dict
-) -> list[dict]:
+def gpu_checks(device_checks: list[dict], cal: dict | None, profile_infer: dict, catalog: dict) -> list[dict]:
     """The planner's GPU predictions against ``device-check`` measurements of the same networks: the training
     rate at the catalog MFU, and the serving latency line a + c*b against each measured CUDA-graph replay
-    (batch 1 and 64). Reported, not fitted (the training calibration is ``gpu_calibration``)."""
+    (batch 1 and 64). Reported, not fitted (``cal``, from ``gpu_calibration``, is the training one)."""
     out = []
-    cal = gpu_calibration(device_checks, profile_train, catalog)
     if cal is not None:
         out.append(check(f"training images/s per {cal['gpu']}, catalog MFU {cal['catalog_mfu']}",
                          f"{cal['measured']}; {cal['setting']['preset']} batch {cal['setting']['batch']}, compute only",
@@ -120,7 +122,7 @@ def gpu_checks(
         key = catalog_key_for_device(dc.get("environment", {}).get("gpu"))
         infer = dc.get("infer", {})
         for preset, g in infer.get("gflops_forward_per_image", {}).items():
-            if key is None or abs(g - gflops) > 0.01 * gflops:
+            if key is None or not _same_network(gflops, g):
                 continue
             a, c = device_latency_line(profile_infer, catalog["gpu"][key], catalog["assumptions"])["value"]
             for row in infer["presets"][preset]:
@@ -163,13 +165,14 @@ def make_plan(
     bench_train: dict | None = None,
     device_checks: list[dict] | None = None,
 ) -> dict:
-    """The plan for both workloads. ``device_checks``: ``device-check`` results (default: the ones shipped in
-    ``infra/measured``); a training rate measured there for this model calibrates every GPU's MFU."""
+    """The plan for both workloads. ``device_checks``: ``device-check`` results (``plan_from_dir`` passes the
+    ones shipped in ``infra/measured``); a training rate measured there for this model calibrates every GPU's
+    MFU."""
     catalog = catalog or load_catalog()
     gpus = list(select(catalog, "gpu", hardware)) if hardware else None
     train_gpu = gpus[0] if gpus else "h200_sxm"
     server = "kr6288v2" if catalog["gpu"][train_gpu]["form"] == "sxm" else "kr4268v2"
-    checks = shipped_device_checks() if device_checks is None else device_checks
+    checks = device_checks or []
     mfus, calibration = gpu_mfus(profile_train, bench_train, checks, catalog)
     # a calibrated rate holds at the batch it was measured at (nano on the H200: 1,103 images/s at batch 64,
     # 3,765 at 256, 5,782 at 1024, eager): plan at that batch
@@ -214,7 +217,7 @@ def make_plan(
         "seed_servers": seed_servers(profile_train, profile_infer, catalog, args, mfus, batch),
         "gpu_calibration": calibration,
         "validation": validate(profile_train, profile_infer),
-        "validation_gpu": gpu_checks(checks, profile_train, profile_infer, catalog),
+        "validation_gpu": gpu_checks(checks, calibration, profile_infer, catalog),
         "this_machine": profile_train.get("machine"),
     }
 
